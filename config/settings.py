@@ -1,0 +1,222 @@
+"""All settings, each from the environment with a safe default (see README's settings table)."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY and not env_bool("ALLOW_DEV_SECRET_KEY"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the development key while DEBUG is off. Set SECRET_KEY to a long random "
+        "value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+        "or set DEBUG=true for local development."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+PUBLIC_URL = env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", PUBLIC_URL)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "anymail",
+    "contacts_app",
+    "templates_app",
+    "workflows_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Unset DATABASE_URL: an SQLite file in the project folder (WAL mode, IMMEDIATE transactions so
+# concurrent writers queue instead of failing). PostgreSQL in production and in the test suite.
+SQLITE_PATH = Path(env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")))
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("CONN_MAX_AGE", 600),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER_ENABLED=true.
+if env_bool("SECURE_PROXY_SSL_HEADER_ENABLED"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = PUBLIC_URL.startswith("https://")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- API --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["contacts_app.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["contacts_app.auth.IsSecretKey"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "contacts_app.api_errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+# /v1/track limits; a body over TRACK_MAX_BODY_BYTES gets 413.
+TRACK_MAX_BODY_BYTES = env_int("TRACK_MAX_BODY_BYTES", 256 * 1024)
+TRACK_MAX_DATA_BYTES = env_int("TRACK_MAX_DATA_BYTES", 64 * 1024)
+TRACK_MAX_DATA_DEPTH = env_int("TRACK_MAX_DATA_DEPTH", 8)
+TRACK_MAX_EVENT_LENGTH = 255
+IDEMPOTENCY_WINDOW_SECONDS = env_int("IDEMPOTENCY_WINDOW_SECONDS", 24 * 3600)
+# Seconds a process trusts its memory of an API key (kind, rate limit). Revocation is checked
+# in the database on every /v1/track call regardless.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 30)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRACK_MAX_BODY_BYTES, 2_621_440)
+
+# --- Engine -----------------------------------------------------------------------------------
+ENGINE_MAX_STEPS_PER_ADVANCE = env_int("ENGINE_MAX_STEPS_PER_ADVANCE", 100)
+ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 300)
+CLOCK_INTERVAL_MS = env_int("CLOCK_INTERVAL_MS", 200)
+CLOCK_BATCH_SIZE = env_int("CLOCK_BATCH_SIZE", 200)
+CLOCK_SWEEP_SECONDS = env_int("CLOCK_SWEEP_SECONDS", 60)
+
+# --- Background worker (django-q2, database broker) -------------------------------------------
+Q_CLUSTER = {
+    "name": "lifecycle",
+    "orm": "default",
+    "workers": env_int("Q_WORKERS", 2),
+    "timeout": env_int("Q_TIMEOUT", 600),
+    # Must exceed timeout; a task whose worker died is delivered again after this many seconds.
+    "retry": env_int("Q_RETRY", 660),
+    "max_attempts": 3,
+    # Saving successes costs a prune query per task; failures are still kept.
+    "save_limit": -1,
+    "ack_failures": True,
+    "poll": env_int("Q_POLL_MS", 100) / 1000,
+    "catch_up": False,
+    "sync": env_bool("Q_SYNC", False),
+    "label": "Background tasks",
+}
+
+# --- Email ------------------------------------------------------------------------------------
+EMAIL_PROVIDER = env("EMAIL_PROVIDER", "console")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Lifecycle <hello@example.com>")
+if EMAIL_PROVIDER == "console":
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+elif EMAIL_PROVIDER == "smtp":
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = env("EMAIL_HOST", "localhost")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25)
+    EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+    EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+elif EMAIL_PROVIDER == "locmem":
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+else:
+    # Any django-anymail provider by its module name: postmark, sendgrid, mailgun, amazon_ses,
+    # resend, brevo, sparkpost, test ... with its keys in ANYMAIL_* variables.
+    EMAIL_BACKEND = f"anymail.backends.{EMAIL_PROVIDER}.EmailBackend"
+ANYMAIL = {
+    key.removeprefix("ANYMAIL_"): value
+    for key, value in os.environ.items()
+    if key.startswith("ANYMAIL_")
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.http import JsonResponse
+from django.urls import path
+
+from contacts_app import views as contact_views
+from workflows_app.api import TrackView
+
+admin.site.site_header = "Lifecycle"
+admin.site.site_title = "Lifecycle admin"
+admin.site.index_title = "Workflows, contacts and email"
+
+
+def healthz(request):
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("v1/track", TrackView.as_view(), name="track"),
+    path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
+    path("healthz", healthz),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,76 @@
+"""Every API error is JSON: {"success": false, "error": {"code", "message", "fields"?}}."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+DB_RETRY_AFTER_SECONDS = 5
+
+
+class ApiError(exceptions.APIException):
+    def __init__(self, status_code: int, code: str, message: str, fields=None, headers=None):
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.fields = fields
+        self.headers = headers or {}
+        super().__init__(message, code)
+
+
+def error_body(code: str, message: str, fields=None) -> dict:
+    error: dict = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"success": False, "error": error}
+
+
+def error_response(status_code: int, code: str, message: str, fields=None, headers=None):
+    return Response(error_body(code, message, fields), status=status_code, headers=headers)
+
+
+_CODES = {
+    exceptions.NotAuthenticated: "authentication_required",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.ParseError: "invalid_json",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotFound: "not_found",
+    exceptions.Throttled: "rate_limited",
+    exceptions.NotAcceptable: "not_acceptable",
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
+    if isinstance(exc, OperationalError | InterfaceError):
+        log.warning("database unavailable: %s", exc)
+        return error_response(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "The database is unavailable; nothing was recorded. Retry shortly.",
+            headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(400, "validation_error", "Invalid request.", exc.detail)
+    if isinstance(exc, exceptions.APIException):
+        code = _CODES.get(type(exc), exc.default_code)
+        headers = {}
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            headers["WWW-Authenticate"] = 'Bearer realm="api"'
+            exc.status_code = status.HTTP_401_UNAUTHORIZED
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if isinstance(exc, exceptions.ParseError):
+            detail = "The body is not valid JSON."
+        return error_response(exc.status_code, code, str(detail), headers=headers)
+    log.exception("unhandled API error")
+    return error_response(500, "internal_error", "Something went wrong on our side; it is logged.")

@@ -1,0 +1,82 @@
+from django.db import models
+from django.utils import timezone
+
+from contacts_app.models import Contact
+
+
+class Template(models.Model):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+    TYPE_CHOICES = [
+        (MARKETING, "Marketing (never sent to unsubscribed contacts)"),
+        (TRANSACTIONAL, "Transactional (always sent)"),
+    ]
+
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=20, choices=TYPE_CHOICES, default=MARKETING)
+    subject = models.CharField(max_length=998)
+    html = models.TextField("HTML body")
+    text = models.TextField("text body", blank=True, help_text="Empty: derived from the HTML.")
+    from_email = models.CharField(max_length=320, blank=True, help_text="Empty: DEFAULT_FROM_EMAIL.")
+    reply_to = models.CharField(max_length=320, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Message(models.Model):
+    """The send ledger: one row per email, created before sending and updated after.
+
+    `idempotency_key` is unique: for a workflow send it is derived from the execution and the
+    step visit, so a retried task finds the row and does not send again.
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    STATUS_CHOICES = [
+        (QUEUED, "Queued"),
+        (SENDING, "Sending"),
+        (SENT, "Sent"),
+        (DELIVERED, "Delivered"),
+        (OPENED, "Opened"),
+        (CLICKED, "Clicked"),
+        (BOUNCED, "Bounced"),
+        (COMPLAINED, "Complained"),
+        (FAILED, "Failed"),
+        (UNKNOWN, "Unknown (a worker stopped while sending)"),
+    ]
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
+    template = models.ForeignKey(Template, null=True, blank=True, on_delete=models.SET_NULL)
+    to_email = models.EmailField(max_length=254)
+    from_email = models.CharField(max_length=320)
+    subject = models.CharField(max_length=998)
+    html = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED)
+    provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["contact", "-created_at"], name="message_contact_time")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} → {self.to_email}"

@@ -1,0 +1,64 @@
+"""The due-timer loop: claims due executions and enqueues them, in one transaction.
+
+Several clocks may run at once: claims use FOR UPDATE SKIP LOCKED (PostgreSQL) or conditional
+updates (SQLite), so each due run is handed out once. Every CLOCK_SWEEP_SECONDS it also makes
+runs whose worker vanished due again, and prunes old idempotency keys and rate-limit windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from contacts_app.models import IdempotencyKey, RateLimitWindow
+from workflows_app import engine
+
+log = logging.getLogger(__name__)
+
+TASK_SIZE = 25  # executions per worker task: a batch per task, not a step per task
+
+
+def clock_tick(*, now: datetime | None = None) -> int:
+    """One iteration: claim due runs and enqueue them. Returns how many were claimed."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = engine.executions_claim_due(now=now, limit=settings.CLOCK_BATCH_SIZE)
+        for start in range(0, len(ids), TASK_SIZE):
+            async_task("workflows_app.tasks.advance_executions", ids[start : start + TASK_SIZE])
+    return len(ids)
+
+
+def clock_sweep(*, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    recovered = engine.executions_recover(now=now)
+    if recovered:
+        log.warning("re-queued %d execution(s) whose worker stopped mid-run", recovered)
+    cutoff = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
+    IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    RateLimitWindow.objects.filter(window_start__lt=now - timedelta(minutes=5)).delete()
+    return recovered
+
+
+def clock_loop(*, stop_after: float | None = None) -> None:
+    interval = settings.CLOCK_INTERVAL_MS / 1000
+    next_sweep = 0.0
+    started = time.monotonic()
+    while stop_after is None or time.monotonic() - started < stop_after:
+        try:
+            if time.monotonic() >= next_sweep:
+                clock_sweep()
+                next_sweep = time.monotonic() + settings.CLOCK_SWEEP_SECONDS
+            claimed = clock_tick()
+        except Exception:  # noqa: BLE001 - the clock must outlive a database hiccup
+            log.exception("clock iteration failed; retrying")
+            close_old_connections()
+            claimed = 0
+            time.sleep(1)
+        if claimed < settings.CLOCK_BATCH_SIZE:
+            time.sleep(interval)

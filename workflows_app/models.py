@@ -1,0 +1,202 @@
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from contacts_app.models import Contact, Event
+from templates_app.models import Message
+from workflows_app.steps import step_type_choices
+
+
+def new_signing_secret() -> str:
+    # Standard Webhooks secrets are "whsec_" + base64 of 24-64 random bytes.
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Workflow(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    trigger_event = models.CharField(
+        max_length=255, help_text="The tracked event that starts this workflow. Fixed once created."
+    )
+    allow_reentry = models.BooleanField(
+        default=False,
+        help_text="Off: a contact enters at most once, ever. On: again after the previous run ended.",
+    )
+    enabled = models.BooleanField(default=False, help_text="Disabling stops new executions only.")
+    # Bumped on every graph save, so a worker's in-memory copy of the graph knows it is stale.
+    graph_version = models.PositiveIntegerField(default=0, editable=False)
+    signing_secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(
+                fields=["trigger_event"], condition=Q(enabled=True), name="workflow_enabled_trigger"
+            )
+        ]
+        permissions = [("cancel_execution", "Can cancel executions")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Step(models.Model):
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    key = models.SlugField(max_length=64, help_text="Stable id of the step within its workflow.")
+    type = models.CharField(max_length=32, choices=step_type_choices)
+    name = models.CharField(max_length=200, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    position_x = models.FloatField(default=0)
+    position_y = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["workflow", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "key"], name="step_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.key
+
+
+class Transition(models.Model):
+    """An edge; `from_step` empty means the edge leaves the trigger (the entry step)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="transitions")
+    from_step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.CASCADE, related_name="outgoing"
+    )
+    to_step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="incoming")
+    branch = models.CharField(max_length=20, default="next")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["from_step", "branch"],
+                condition=Q(from_step__isnull=False),
+                name="transition_one_per_branch",
+            ),
+            models.UniqueConstraint(
+                fields=["workflow"], condition=Q(from_step__isnull=True), name="transition_one_entry"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        source = self.from_step.key if self.from_step_id else "trigger"
+        return f"{source} -[{self.branch}]-> {self.to_step.key}"
+
+
+class Execution(models.Model):
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    EXITED = "EXITED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (RUNNING, WAITING, COMPLETED, EXITED, FAILED, CANCELLED)]
+    ACTIVE = (RUNNING, WAITING)
+
+    id = models.BigAutoField(primary_key=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="executions")
+    trigger = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The tracked event that started this run.",
+    )
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=RUNNING)
+    # The step being run, or where the run waits; empty while the run is still at the trigger.
+    current_step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The branch out of current_step that is decided but not yet followed (e.g. "timeout").
+    pending_branch = models.CharField(max_length=20, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    # When the clock should hand this run to a worker: now for fresh or resumed runs, the timer
+    # for a Delay or a Wait for Event timeout. Empty while a worker holds it or nothing is due.
+    wake_at = models.DateTimeField(null=True, blank=True)
+    waiting_for = models.CharField(max_length=255, blank=True)
+    wait_started_at = models.DateTimeField(null=True, blank=True)
+    # Until when the worker that claimed it may hold it; past that, the sweep re-queues it.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    # Set on runs of workflows without re-entry: the database then refuses a second entry.
+    once = models.BooleanField(default=False)
+    version = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "contact"],
+                condition=Q(status__in=["RUNNING", "WAITING"]),
+                name="execution_one_active_per_contact",
+            ),
+            models.UniqueConstraint(
+                fields=["workflow", "contact"], condition=Q(once=True), name="execution_enter_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["wake_at"], condition=Q(wake_at__isnull=False), name="execution_due"),
+            models.Index(
+                fields=["contact", "waiting_for"],
+                condition=Q(status="WAITING"),
+                name="execution_waiting_for",
+            ),
+            models.Index(
+                fields=["lease_until"], condition=Q(status="RUNNING"), name="execution_running_lease"
+            ),
+            models.Index(fields=["workflow", "status", "-started_at"], name="execution_by_workflow"),
+            models.Index(fields=["contact", "-started_at"], name="execution_by_contact"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.workflow_id}/{self.contact_id} {self.status}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class StepRun(models.Model):
+    """One visit of a step by an execution: the history ops read."""
+
+    STARTED = "started"
+    COMPLETED = "completed"
+    WAITING = "waiting"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STATUS_CHOICES = [
+        (s, s.capitalize()) for s in (STARTED, COMPLETED, WAITING, SKIPPED, FAILED, CANCELLED)
+    ]
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="step_runs")
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    # Copies, so the history still reads right after the graph is edited.
+    step_key = models.CharField(max_length=64)
+    step_type = models.CharField(max_length=32)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=STARTED)
+    branch = models.CharField(max_length=20, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["execution", "id"]
+        indexes = [models.Index(fields=["step", "status"], name="steprun_by_step")]
+
+    def __str__(self) -> str:
+        return f"{self.step_key}: {self.status}"

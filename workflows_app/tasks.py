@@ -1,0 +1,7 @@
+"""django-q2 task entry points: they only call the engine."""
+
+from workflows_app import engine
+
+
+def advance_executions(ids: list[int]) -> dict[str, int]:
+    return engine.executions_advance(ids)

@@ -1,0 +1,249 @@
+"""POST /v1/track: validate, then record the contact and event and start/resume executions.
+
+It does database work only: new and resumed executions get `wake_at = now`, which makes the
+execution row itself the outbox the clock hands to workers. Nothing is sent in the request.
+
+On PostgreSQL all of it is one statement (key check, idempotency claim, contact upsert, event
+insert, starts, resumes): one round trip, atomic without BEGIN/COMMIT. Elsewhere (SQLite) the
+same effects come from the ORM services in one transaction; tests run both on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from contacts_app.models import ApiKey, IdempotencyKey
+from contacts_app.services import KeyInfo, contact_upsert, event_record, normalize_email
+from workflows_app import engine
+
+
+class TrackRejected(Exception):
+    def __init__(self, code: str, message: str, fields: dict[str, str] | None = None):
+        self.code = code
+        self.message = message
+        self.fields = fields
+        super().__init__(message)
+
+
+class KeyRevoked(TrackRejected):
+    def __init__(self):
+        super().__init__("authentication_failed", "Invalid or revoked API key.")
+
+
+class DuplicateRequest(TrackRejected):
+    def __init__(self):
+        super().__init__(
+            "duplicate_request",
+            "A request with this Idempotency-Key was already accepted in the last 24 hours; "
+            "nothing new was recorded.",
+        )
+
+
+@dataclass(frozen=True)
+class TrackInput:
+    event: str
+    email: str
+    subscribed: bool | None
+    contact_data: dict[str, Any]  # persistent values only: merged into the contact
+    event_data: dict[str, Any]  # every value, unwrapped: the event and the workflow context
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    contact_id: str
+    event_id: str
+    timestamp: datetime
+    started: int
+    resumed: int
+
+
+def _depth(value: Any, limit: int, level: int = 1) -> bool:
+    """True when `value` nests deeper than `limit` objects/arrays."""
+    if level > limit:
+        return isinstance(value, dict | list)
+    if isinstance(value, dict):
+        return any(_depth(v, limit, level + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_depth(v, limit, level + 1) for v in value)
+    return False
+
+
+def _is_wrapped(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and "value" in value
+        and "persistent" in value
+        and len(value) == 2
+        and isinstance(value["persistent"], bool)
+    )
+
+
+def track_parse(body: Any) -> TrackInput:
+    """Validates a decoded /v1/track body; raises TrackRejected naming every field at fault."""
+    if not isinstance(body, dict):
+        raise TrackRejected("invalid_body", "The body must be a JSON object.")
+    errors: dict[str, str] = {}
+
+    event = body.get("event")
+    if not isinstance(event, str) or not event.strip():
+        errors["event"] = "Required: a non-empty string."
+    elif len(event) > settings.TRACK_MAX_EVENT_LENGTH:
+        errors["event"] = f"At most {settings.TRACK_MAX_EVENT_LENGTH} characters."
+
+    email = body.get("email")
+    if not isinstance(email, str) or not email.strip():
+        errors["email"] = "Required: an email address."
+    else:
+        email = normalize_email(email)
+        try:
+            if len(email) > 254:
+                raise ValidationError("too long")
+            validate_email(email)
+        except ValidationError:
+            errors["email"] = "Not a valid email address."
+
+    subscribed = body.get("subscribed")
+    if subscribed is not None and not isinstance(subscribed, bool):
+        errors["subscribed"] = "Must be true or false."
+
+    data = body.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors["data"] = "Must be an object."
+    elif _depth(data, settings.TRACK_MAX_DATA_DEPTH):
+        errors["data"] = f"Nested deeper than {settings.TRACK_MAX_DATA_DEPTH} levels."
+    elif len(json.dumps(data)) > settings.TRACK_MAX_DATA_BYTES:
+        errors["data"] = f"Larger than {settings.TRACK_MAX_DATA_BYTES} bytes."
+
+    if errors:
+        raise TrackRejected("validation_error", "Invalid request: " + ", ".join(errors), errors)
+
+    contact_data: dict[str, Any] = {}
+    event_data: dict[str, Any] = {}
+    for key, value in data.items():
+        if _is_wrapped(value):
+            event_data[key] = value["value"]
+            if value["persistent"]:
+                contact_data[key] = value["value"]
+        else:
+            event_data[key] = value
+            contact_data[key] = value
+    return TrackInput(event.strip(), email, subscribed, contact_data, event_data)
+
+
+def track(
+    *, key: KeyInfo, payload: TrackInput, idempotency_key: str | None = None,
+    now: datetime | None = None, fast: bool | None = None,
+) -> TrackResult:
+    now = now or timezone.now()
+    if fast is None:
+        fast = connection.vendor == "postgresql"
+    if fast:
+        return _track_one_statement(key, payload, idempotency_key, now)
+    return _track_orm(key, payload, idempotency_key, now)
+
+
+def _track_orm(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
+    with transaction.atomic():
+        if not ApiKey.objects.filter(pk=key.id, revoked_at__isnull=True).exists():
+            raise KeyRevoked()
+        if idempotency_key is not None:
+            _claim_idempotency_key(key.id, idempotency_key, now)
+        contact, _ = contact_upsert(email=p.email, subscribed=p.subscribed, data=p.contact_data)
+        event = event_record(contact=contact, name=p.event, data=p.event_data, at=now)
+        started = engine.executions_start(contact=contact, event=event, now=now)
+        resumed = engine.executions_resume(contact=contact, event=event, now=now)
+    return TrackResult(str(contact.pk), str(event.pk), now, started, resumed)
+
+
+def _claim_idempotency_key(key_id: int, idempotency_key: str, now: datetime) -> None:
+    cutoff = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(api_key_id=key_id, key=idempotency_key, created_at=now)
+            return
+    except IntegrityError:
+        pass
+    if not IdempotencyKey.objects.filter(
+        api_key_id=key_id, key=idempotency_key, created_at__lt=cutoff
+    ).update(created_at=now):
+        raise DuplicateRequest()
+
+
+# The key check gates every write: a key revoked a moment ago writes nothing.
+_KEY = """
+k AS (
+  SELECT 1 FROM contacts_app_apikey WHERE id = %(key_id)s AND revoked_at IS NULL
+)"""
+# With an Idempotency-Key, the claim gates every write instead (and is itself gated on the key).
+_KEY_AND_IDEMPOTENCY = """
+k AS (
+  INSERT INTO contacts_app_idempotencykey (api_key_id, key, created_at)
+  SELECT %(key_id)s, %(idem)s, %(now)s
+  WHERE EXISTS (SELECT 1 FROM contacts_app_apikey WHERE id = %(key_id)s AND revoked_at IS NULL)
+  ON CONFLICT (api_key_id, key) DO UPDATE SET created_at = EXCLUDED.created_at
+    WHERE contacts_app_idempotencykey.created_at < %(cutoff)s
+  RETURNING 1
+)"""
+_RECORD = """,
+c AS (
+  INSERT INTO contacts_app_contact (id, email, subscribed, data, created_at, updated_at)
+  SELECT %(contact_id)s, %(email)s, COALESCE(%(subscribed)s, true), %(contact_data)s::jsonb,
+         %(now)s, %(now)s
+  FROM k
+  ON CONFLICT (email) DO UPDATE SET
+    data = contacts_app_contact.data || EXCLUDED.data,
+    subscribed = COALESCE(%(subscribed)s, contacts_app_contact.subscribed),
+    updated_at = EXCLUDED.updated_at
+  RETURNING id
+),
+e AS (
+  INSERT INTO contacts_app_event (id, contact_id, name, data, created_at)
+  SELECT %(event_id)s, c.id, %(event)s, %(event_data)s::jsonb, %(now)s FROM c
+  RETURNING id, contact_id
+),"""
+_SELECT = """
+SELECT (SELECT id FROM c), (SELECT id FROM e),
+       (SELECT count(*) FROM started), (SELECT count(*) FROM resumed),
+       EXISTS (SELECT 1 FROM contacts_app_apikey WHERE id = %(key_id)s AND revoked_at IS NULL)
+"""
+_SQL_PLAIN = "WITH" + _KEY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
+_SQL_IDEMPOTENT = "WITH" + _KEY_AND_IDEMPOTENCY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
+
+
+def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
+    params = {
+        "key_id": key.id,
+        "contact_id": uuid.uuid4(),
+        "event_id": uuid.uuid4(),
+        "email": p.email,
+        "subscribed": p.subscribed,
+        "contact_data": json.dumps(p.contact_data),
+        "event_data": json.dumps(p.event_data),
+        "event": p.event,
+        "now": now,
+    }
+    sql = _SQL_PLAIN
+    if idempotency_key is not None:
+        sql = _SQL_IDEMPOTENT
+        params["idem"] = idempotency_key
+        params["cutoff"] = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        contact_id, event_id, started, resumed, key_valid = cursor.fetchone()
+    if contact_id is None:
+        if not key_valid:
+            raise KeyRevoked()
+        raise DuplicateRequest()
+    return TrackResult(str(contact_id), str(event_id), now, started, resumed)
