@@ -95,7 +95,7 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # Unset DATABASE_URL: an SQLite file in the project folder (WAL mode, IMMEDIATE transactions so
 # concurrent writers queue instead of failing). PostgreSQL in production and in the test suite.
-SQLITE_PATH = Path(env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")))
+SQLITE_PATH = env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {

@@ -66,8 +66,9 @@ def exception_handler(exc, context):
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
             exc.status_code = status.HTTP_401_UNAUTHORIZED
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None)
+        if wait:
+            headers["Retry-After"] = str(int(wait))
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if isinstance(exc, exceptions.ParseError):
             detail = "The body is not valid JSON."

@@ -29,9 +29,7 @@ class ApiClient:
 def bearer_key(header: str) -> str:
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
-        raise exceptions.NotAuthenticated(
-            "Send your API key as 'Authorization: Bearer <key>'."
-        )
+        raise exceptions.NotAuthenticated("Send your API key as 'Authorization: Bearer <key>'.")
     return raw.strip()
 
 
@@ -39,7 +37,9 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
-            raise exceptions.NotAuthenticated("Missing API key: send 'Authorization: Bearer <key>'.")
+            raise exceptions.NotAuthenticated(
+                "Missing API key: send 'Authorization: Bearer <key>'."
+            )
         raw = bearer_key(header)
         if len(raw) > 200:
             raise exceptions.AuthenticationFailed("Invalid API key.")

@@ -61,7 +61,9 @@ class ApiKey(models.Model):
 
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=KIND_CHOICES, default=SECRET)
-    prefix = models.CharField(max_length=16, editable=False, help_text="First characters, to tell keys apart.")
+    prefix = models.CharField(
+        max_length=16, editable=False, help_text="First characters, to tell keys apart."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests per minute for this key; empty means no limit."
@@ -103,6 +105,9 @@ class IdempotencyKey(models.Model):
             models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique"),
         ]
 
+    def __str__(self) -> str:
+        return self.key
+
 
 class RateLimitWindow(models.Model):
     """A fixed one-minute window counter for keys that have a rate limit."""
@@ -113,5 +118,10 @@ class RateLimitWindow(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["api_key", "window_start"], name="ratelimit_window_unique"),
+            models.UniqueConstraint(
+                fields=["api_key", "window_start"], name="ratelimit_window_unique"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} @ {self.window_start:%H:%M}: {self.count}"

@@ -147,7 +147,9 @@ class _KeyCache:
 key_cache = _KeyCache()
 
 
-def apikey_create(*, name: str, kind: str = ApiKey.SECRET, rate_limit_per_minute: int | None = None):
+def apikey_create(
+    *, name: str, kind: str = ApiKey.SECRET, rate_limit_per_minute: int | None = None
+):
     """Returns (ApiKey, raw key). The raw key is shown once and never stored."""
     raw = ApiKey.generate(kind)
     key = ApiKey.objects.create(

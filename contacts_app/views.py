@@ -26,5 +26,6 @@ def unsubscribe(request, token: str):
         contact_set_subscribed(contact=contact, subscribed=subscribe)
         contact.subscribed = subscribe
         done = "resubscribed" if subscribe else "unsubscribed"
-    return render(request, "contacts_app/unsubscribe.html",
-                  {"contact": contact, "done": done, "token": token})
+    return render(
+        request, "contacts_app/unsubscribe.html", {"contact": contact, "done": done, "token": token}
+    )

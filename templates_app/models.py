@@ -17,7 +17,9 @@ class Template(models.Model):
     subject = models.CharField(max_length=998)
     html = models.TextField("HTML body")
     text = models.TextField("text body", blank=True, help_text="Empty: derived from the HTML.")
-    from_email = models.CharField(max_length=320, blank=True, help_text="Empty: DEFAULT_FROM_EMAIL.")
+    from_email = models.CharField(
+        max_length=320, blank=True, help_text="Empty: DEFAULT_FROM_EMAIL."
+    )
     reply_to = models.CharField(max_length=320, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

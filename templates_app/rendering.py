@@ -69,7 +69,9 @@ def render(*, subject: str, html_body: str, text_body: str, variables: dict[str,
         rendered_subject = " ".join(_plain.from_string(subject).render(**variables).split())
         rendered_html = _html.from_string(html_body).render(**variables)
         rendered_text = (
-            _plain.from_string(text_body).render(**variables) if text_body else html_to_text(rendered_html)
+            _plain.from_string(text_body).render(**variables)
+            if text_body
+            else html_to_text(rendered_html)
         )
     except LiquidError as exc:
         raise TemplateError({"template": _describe(exc)}) from exc

@@ -54,7 +54,10 @@ def template_variables(
 
 
 def template_render(
-    *, template: Template, contact: Contact, context: dict[str, Any] | None = None,
+    *,
+    template: Template,
+    contact: Contact,
+    context: dict[str, Any] | None = None,
     workflow_name: str = "",
 ) -> Rendered:
     return render(
@@ -72,8 +75,12 @@ class SendResult:
 
 
 def message_send(
-    *, idempotency_key: str, template: Template, contact: Contact,
-    context: dict[str, Any] | None = None, workflow_name: str = "",
+    *,
+    idempotency_key: str,
+    template: Template,
+    contact: Contact,
+    context: dict[str, Any] | None = None,
+    workflow_name: str = "",
 ) -> SendResult:
     """Sends at most once per idempotency key.
 

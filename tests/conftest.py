@@ -57,7 +57,8 @@ def track(secret_key):
 @pytest.fixture
 def template(db):
     return Template.objects.create(
-        name="Welcome", type=Template.MARKETING,
+        name="Welcome",
+        type=Template.MARKETING,
         subject="Welcome, {{ firstName | default: 'there' }}",
         html="<p>Hi {{ firstName }}!</p><a href='{{ unsubscribeUrl }}'>Unsubscribe</a>",
     )
@@ -67,9 +68,13 @@ def template(db):
 def make_workflow(db):
     def make(steps, transitions, *, trigger="user.signup", name=None, enabled=True, reentry=False):
         return workflow_create(
-            name=name or f"wf-{trigger}-{len(steps)}", trigger_event=trigger, enabled=enabled,
-            allow_reentry=reentry, graph={"steps": steps, "transitions": transitions},
+            name=name or f"wf-{trigger}-{len(steps)}",
+            trigger_event=trigger,
+            enabled=enabled,
+            allow_reentry=reentry,
+            graph={"steps": steps, "transitions": transitions},
         )
+
     return make
 
 

@@ -7,10 +7,20 @@ def test_it_runs_a_workflow_end_to_end(track, template, make_workflow):
     steps, transitions = chain(
         {"key": "welcome", "type": "send_email", "config": {"template": "Welcome"}},
         {"key": "tag", "type": "update_contact", "config": {"set": {"stage": "welcomed"}}},
-        {"key": "is_pro", "type": "condition", "config": {"field": "event.plan", "operator": "equals", "value": "pro"}},
+        {
+            "key": "is_pro",
+            "type": "condition",
+            "config": {"field": "event.plan", "operator": "equals", "value": "pro"},
+        },
     )
     make_workflow(steps, transitions)
-    response = track.post({"event": "user.signup", "email": "Ann@Example.com", "data": {"firstName": "Ann", "plan": "pro"}})
+    response = track.post(
+        {
+            "event": "user.signup",
+            "email": "Ann@Example.com",
+            "data": {"firstName": "Ann", "plan": "pro"},
+        }
+    )
     assert response.status_code == 200, response.content
     drain()
     ex = Execution.objects.get()

@@ -35,12 +35,18 @@ class TrackView(APIView):
         except ValueError:
             length = 0
         if length > settings.TRACK_MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large",
-                           f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.",
+            )
         raw = request._request.read(settings.TRACK_MAX_BODY_BYTES + 1)
         if len(raw) > settings.TRACK_MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large",
-                           f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.")
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.",
+            )
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -48,8 +54,12 @@ class TrackView(APIView):
 
         idempotency_key = meta.get("HTTP_IDEMPOTENCY_KEY")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise ApiError(400, "validation_error", "Invalid Idempotency-Key header.",
-                           {"Idempotency-Key": "Must be 1 to 255 characters."})
+            raise ApiError(
+                400,
+                "validation_error",
+                "Invalid Idempotency-Key header.",
+                {"Idempotency-Key": "Must be 1 to 255 characters."},
+            )
         try:
             payload = track_parse(body)
         except TrackRejected as exc:
@@ -59,10 +69,16 @@ class TrackView(APIView):
         now = timezone.now()
         retry_after = ratelimit_hit(key=client.key, now=now)
         if retry_after:
-            raise ApiError(429, "rate_limited", "Too many requests for this API key.",
-                           headers={"Retry-After": str(retry_after)})
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many requests for this API key.",
+                headers={"Retry-After": str(retry_after)},
+            )
         try:
-            result = track(key=client.key, payload=payload, idempotency_key=idempotency_key, now=now)
+            result = track(
+                key=client.key, payload=payload, idempotency_key=idempotency_key, now=now
+            )
         except TrackRejected as exc:
             if isinstance(exc, KeyRevoked):
                 key_cache.forget(client.key_hash)

@@ -71,16 +71,23 @@ def executions_start(*, contact: Contact, event: Event, now: datetime) -> int:
     """Starts every enabled workflow triggered by `event` for `contact`; returns how many."""
     started = 0
     for workflow in Workflow.objects.filter(trigger_event=event.name, enabled=True):
-        if not workflow.allow_reentry and Execution.objects.filter(
-            workflow=workflow, contact=contact
-        ).exists():
+        if (
+            not workflow.allow_reentry
+            and Execution.objects.filter(workflow=workflow, contact=contact).exists()
+        ):
             continue
         try:
             with transaction.atomic():
                 Execution.objects.create(
-                    workflow=workflow, contact=contact, trigger=event, status=RUNNING,
-                    context=dict(event.data), wake_at=now, once=not workflow.allow_reentry,
-                    started_at=now, updated_at=now,
+                    workflow=workflow,
+                    contact=contact,
+                    trigger=event,
+                    status=RUNNING,
+                    context=dict(event.data),
+                    wake_at=now,
+                    once=not workflow.allow_reentry,
+                    started_at=now,
+                    updated_at=now,
                 )
             started += 1
         except IntegrityError:
@@ -96,9 +103,13 @@ def executions_resume(*, contact: Contact, event: Event, now: datetime) -> int:
     ).values_list("id", "version", "context")
     for pk, version, context in waiting:
         resumed += Execution.objects.filter(pk=pk, version=version, status=WAITING).update(
-            status=RUNNING, pending_branch="event", waiting_for="", wake_at=now,
+            status=RUNNING,
+            pending_branch="event",
+            waiting_for="",
+            wake_at=now,
             context={**context, event.name: event.data},
-            version=version + 1, updated_at=now,
+            version=version + 1,
+            updated_at=now,
         )
     return resumed
 
@@ -138,15 +149,22 @@ def executions_claim_due(*, now: datetime, limit: int) -> list[int]:
             return [row[0] for row in cursor.fetchall()]
     # SQLite: writers are serialised, so conditional updates one by one are enough.
     claimed = []
-    due = Execution.objects.filter(wake_at__lte=now, status__in=Execution.ACTIVE).order_by(
-        "wake_at"
-    ).values_list("id", "status", "waiting_for", "version", "pending_branch")[:limit]
+    due = (
+        Execution.objects.filter(wake_at__lte=now, status__in=Execution.ACTIVE)
+        .order_by("wake_at")
+        .values_list("id", "status", "waiting_for", "version", "pending_branch")[:limit]
+    )
     for pk, status, waiting_for, version, pending in list(due):
         if status == WAITING:
             pending = "timeout" if waiting_for else "next"
         if Execution.objects.filter(pk=pk, version=version, status=status).update(
-            status=RUNNING, pending_branch=pending, waiting_for="", wake_at=None,
-            lease_until=lease, version=version + 1, updated_at=now,
+            status=RUNNING,
+            pending_branch=pending,
+            waiting_for="",
+            wake_at=None,
+            lease_until=lease,
+            version=version + 1,
+            updated_at=now,
         ):
             claimed.append(pk)
     return claimed
@@ -196,9 +214,12 @@ def graph_for(workflow: Workflow) -> Graph:
     steps = {}
     for step in Step.objects.filter(workflow=workflow):
         kind = STEP_TYPES[step.type]
-        steps[step.pk] = GraphStep(step.pk, step.key, step.name, kind, kind.parse_config(step.config), step)
+        steps[step.pk] = GraphStep(
+            step.pk, step.key, step.name, kind, kind.parse_config(step.config), step
+        )
     edges = {
-        (t.from_step_id, t.branch): t.to_step_id for t in Transition.objects.filter(workflow=workflow)
+        (t.from_step_id, t.branch): t.to_step_id
+        for t in Transition.objects.filter(workflow=workflow)
     }
     graph = Graph(workflow.graph_version, steps, edges)
     _graphs[workflow.pk] = graph
@@ -239,9 +260,11 @@ class _Advance:
         ex = self.ex
         values = {name: getattr(ex, name) for name in self.fields}
         values.update(
-            version=ex.version + 1, updated_at=self.now,
+            version=ex.version + 1,
+            updated_at=self.now,
             lease_until=self.now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-            if ex.status == RUNNING else None,
+            if ex.status == RUNNING
+            else None,
         )
         with transaction.atomic():
             if not Execution.objects.filter(pk=ex.pk, version=ex.version, status=RUNNING).update(
@@ -268,16 +291,22 @@ class _Advance:
             self.changed_runs.append(run)
 
     def finish(self, status: str, *, reason: str = "", error: str = "") -> None:
-        self.set(status=status, exit_reason=reason, error=error, finished_at=self.now,
-                 wake_at=None, waiting_for="")
+        self.set(
+            status=status,
+            exit_reason=reason,
+            error=error,
+            finished_at=self.now,
+            wake_at=None,
+            waiting_for="",
+        )
         self.commit()
 
     def run(self, open_run: StepRun | None) -> None:
         ex, graph = self.ex, self.graph
-        if ex.pending_branch and ex.current_step_id in graph.steps:
-            if graph.steps[ex.current_step_id].kind.type in WAIT_TYPES:
-                # Back from a wait: its visit ends with the branch the event or timer chose.
-                self.close_waiting_as = ex.pending_branch
+        current = graph.steps.get(ex.current_step_id) if ex.current_step_id else None
+        if ex.pending_branch and current is not None and current.kind.type in WAIT_TYPES:
+            # Back from a wait: its visit ends with the branch the event or timer chose.
+            self.close_waiting_as = ex.pending_branch
         while True:
             if ex.current_step_id is None or ex.pending_branch:
                 target = graph.next(ex.current_step_id, ex.pending_branch or "next")
@@ -285,6 +314,7 @@ class _Advance:
                     return self.finish(Execution.COMPLETED)
                 self.set(current_step_id=target, pending_branch="")
                 open_run = None
+            assert ex.current_step_id is not None
             step = graph.steps[ex.current_step_id]
             self.steps += 1
             if self.steps > settings.ENGINE_MAX_STEPS_PER_ADVANCE:
@@ -294,7 +324,10 @@ class _Advance:
                     "pass (ENGINE_MAX_STEPS_PER_ADVANCE): the workflow seems to loop.",
                 )
             run = open_run or StepRun(
-                execution=ex, step_id=step.id, step_key=step.key, step_type=step.kind.type,
+                execution=ex,
+                step_id=step.id,
+                step_key=step.key,
+                step_type=step.kind.type,
                 started_at=self.now,
             )
             open_run = None
@@ -307,8 +340,14 @@ class _Advance:
     def visit(self, step: GraphStep, run: StepRun) -> bool:
         """Runs one step; returns True when this pass is over (wait, end, retry later)."""
         ex = self.ex
-        ctx = RunContext(execution=ex, contact=ex.contact, step=step.model, step_run=run,
-                         config=step.config, now=self.now)
+        ctx = RunContext(
+            execution=ex,
+            contact=ex.contact,
+            step=step.model,
+            step_run=run,
+            config=step.config,
+            now=self.now,
+        )
         try:
             outcome: Outcome = step.kind.run(ctx)
         except StepRetry as retry:
@@ -325,7 +364,9 @@ class _Advance:
             run.status, run.error, run.finished_at = StepRun.FAILED, message[:5000], self.now
             run.attempts += 1
             self.record(run)
-            self.finish(Execution.FAILED, error=f"Step '{step.name or step.key}' failed: {message}"[:5000])
+            self.finish(
+                Execution.FAILED, error=f"Step '{step.name or step.key}' failed: {message}"[:5000]
+            )
             return True
 
         run.output = outcome.output
@@ -348,8 +389,12 @@ class _Advance:
             return True
         # A wait: the clock or a tracked event picks the run up again.
         run.status = StepRun.WAITING
-        self.set(status=WAITING, wake_at=outcome.wake_at, waiting_for=outcome.event,
-                 wait_started_at=run.started_at)
+        self.set(
+            status=WAITING,
+            wake_at=outcome.wake_at,
+            waiting_for=outcome.event,
+            wait_started_at=run.started_at,
+        )
         self.commit()
         return True
 
@@ -365,8 +410,12 @@ def execution_advance(execution_id: int, *, now: datetime | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 - e.g. a config saved before a rule tightened
         log.exception("cannot load the graph of workflow %s", ex.workflow_id)
         Execution.objects.filter(pk=ex.pk, version=ex.version, status=RUNNING).update(
-            status=Execution.FAILED, error=f"Cannot load the workflow graph: {exc}",
-            finished_at=now, wake_at=None, version=ex.version + 1, updated_at=now,
+            status=Execution.FAILED,
+            error=f"Cannot load the workflow graph: {exc}",
+            finished_at=now,
+            wake_at=None,
+            version=ex.version + 1,
+            updated_at=now,
         )
         return Execution.FAILED
     open_run = None
@@ -407,9 +456,14 @@ def _cancel(queryset, *, by: str, now: datetime) -> int:
     with transaction.atomic():
         ids = list(queryset.filter(status__in=Execution.ACTIVE).values_list("id", flat=True))
         count = Execution.objects.filter(pk__in=ids, status__in=Execution.ACTIVE).update(
-            status=Execution.CANCELLED, wake_at=None, waiting_for="", lease_until=None,
-            exit_reason=f"Cancelled by {by}" if by else "Cancelled", finished_at=now,
-            version=F("version") + 1, updated_at=now,
+            status=Execution.CANCELLED,
+            wake_at=None,
+            waiting_for="",
+            lease_until=None,
+            exit_reason=f"Cancelled by {by}" if by else "Cancelled",
+            finished_at=now,
+            version=F("version") + 1,
+            updated_at=now,
         )
         StepRun.objects.filter(execution_id__in=ids, status=StepRun.WAITING).update(
             status=StepRun.CANCELLED, finished_at=now
@@ -420,7 +474,9 @@ def _cancel(queryset, *, by: str, now: datetime) -> int:
 def execution_cancel(*, execution: Execution, by: str = "", now: datetime | None = None) -> bool:
     """Cancels one run if it is still active. A worker in the middle of it stops after the step
     it is in (its next version-checked write fails)."""
-    return bool(_cancel(Execution.objects.filter(pk=execution.pk), by=by, now=now or timezone.now()))
+    return bool(
+        _cancel(Execution.objects.filter(pk=execution.pk), by=by, now=now or timezone.now())
+    )
 
 
 def executions_cancel_all(*, workflow: Workflow, by: str = "", now: datetime | None = None) -> int:

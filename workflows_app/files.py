@@ -81,8 +81,10 @@ def document_validate(document: Any) -> None:
             errors.append(f"{where}.trigger_event: required text (at most 255)")
         existing = Workflow.objects.filter(name=name).first()
         if existing and trigger != existing.trigger_event:
-            errors.append(f"{where}.trigger_event: cannot change an existing workflow's trigger "
-                          f"({existing.trigger_event!r})")
+            errors.append(
+                f"{where}.trigger_event: cannot change an existing workflow's trigger "
+                f"({existing.trigger_event!r})"
+            )
         for flag in ("allow_reentry", "enabled"):
             if flag in raw and not isinstance(raw[flag], bool):
                 errors.append(f"{where}.{flag}: true or false")
@@ -109,19 +111,26 @@ def document_import(document: Any) -> dict[str, int]:
                 Template.objects.update_or_create(name=raw["name"], defaults=values)
                 counts["templates"] += 1
             for raw in document.get("workflows") or []:
-                graph = {"steps": raw.get("steps") or [], "transitions": raw.get("transitions") or []}
+                graph = {
+                    "steps": raw.get("steps") or [],
+                    "transitions": raw.get("transitions") or [],
+                }
                 workflow = Workflow.objects.filter(name=raw["name"]).first()
                 if workflow is None:
                     workflow = workflow_create(
-                        name=raw["name"], trigger_event=raw["trigger_event"],
+                        name=raw["name"],
+                        trigger_event=raw["trigger_event"],
                         description=raw.get("description") or "",
-                        allow_reentry=bool(raw.get("allow_reentry")), graph=graph,
+                        allow_reentry=bool(raw.get("allow_reentry")),
+                        graph=graph,
                     )
                 else:
                     workflow_save_graph(workflow=workflow, document=graph)
                 workflow_update(
-                    workflow=workflow, description=raw.get("description") or "",
-                    allow_reentry=bool(raw.get("allow_reentry")), enabled=bool(raw.get("enabled")),
+                    workflow=workflow,
+                    description=raw.get("description") or "",
+                    allow_reentry=bool(raw.get("allow_reentry")),
+                    enabled=bool(raw.get("enabled")),
                 )
                 counts["workflows"] += 1
     except (WorkflowLocked, TriggerImmutable, GraphError) as exc:
@@ -145,18 +154,30 @@ def document_export(names: list[str] | None = None) -> dict[str, Any]:
         for step in graph["steps"]:
             if step["type"] == "send_email":
                 used_templates.add(step["config"].get("template"))
-        out_workflows.append({
-            "name": workflow.name, "description": workflow.description,
-            "trigger_event": workflow.trigger_event, "allow_reentry": workflow.allow_reentry,
-            "enabled": workflow.enabled, **graph,
-        })
+        out_workflows.append(
+            {
+                "name": workflow.name,
+                "description": workflow.description,
+                "trigger_event": workflow.trigger_event,
+                "allow_reentry": workflow.allow_reentry,
+                "enabled": workflow.enabled,
+                **graph,
+            }
+        )
     templates = Template.objects.order_by("name")
     if names:
         templates = templates.filter(name__in=used_templates)
     return {
         "templates": [
-            {"name": t.name, "type": t.type, "subject": t.subject, "html": t.html,
-             "text": t.text or None, "from_email": t.from_email, "reply_to": t.reply_to}
+            {
+                "name": t.name,
+                "type": t.type,
+                "subject": t.subject,
+                "html": t.html,
+                "text": t.text or None,
+                "from_email": t.from_email,
+                "reply_to": t.reply_to,
+            }
             for t in templates
         ],
         "workflows": out_workflows,

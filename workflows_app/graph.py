@@ -73,7 +73,9 @@ def graph_validate(
     raw_steps = document.get("steps") or []
     raw_transitions = document.get("transitions") or []
     if not isinstance(raw_steps, list) or not isinstance(raw_transitions, list):
-        raise GraphError([{"step": None, "field": "", "message": "steps and transitions must be lists"}])
+        raise GraphError(
+            [{"step": None, "field": "", "message": "steps and transitions must be lists"}]
+        )
 
     if template_names is None:
         template_names = set(Template.objects.values_list("name", flat=True))
@@ -86,8 +88,11 @@ def graph_validate(
             continue
         key = raw.get("key")
         if not isinstance(key, str) or not key or slugify(key) != key or len(key) > 64:
-            error(str(key) if key else None,
-                  "key must be a slug (lowercase letters, digits, - and _), at most 64 long", "key")
+            error(
+                str(key) if key else None,
+                "key must be a slug (lowercase letters, digits, - and _), at most 64 long",
+                "key",
+            )
             continue
         if key == TRIGGER:
             error(key, f"'{TRIGGER}' is reserved for the workflow's entry", "key")
@@ -99,15 +104,18 @@ def graph_validate(
         if kind is None:
             error(key, f"unknown type {raw.get('type')!r}; one of: {', '.join(STEP_TYPES)}", "type")
             continue
-        config = raw.get("config") if raw.get("config") is not None else {}
+        config: dict[str, Any] = raw.get("config") or {}
         try:
             parsed[key] = kind.parse_config(config)
         except ConfigError as exc:
             for field, message in exc.errors.items():
                 error(key, message, f"config.{field}" if field else "config")
             parsed[key] = None
-        if kind.type == "send_email" and parsed.get(key) is not None:
-            if parsed[key].template not in template_names:
+        if (
+            kind.type == "send_email"
+            and parsed.get(key) is not None
+            and parsed[key].template not in template_names
+        ):
                 error(key, f"template {parsed[key].template!r} does not exist", "config.template")
         position = raw.get("position") or {}
         try:
@@ -145,19 +153,30 @@ def graph_validate(
                 continue
         else:
             kind = STEP_TYPES[types[src]]
-            allowed = kind.branches_for(parsed[src]) if parsed.get(src) is not None else kind.branches
+            allowed = (
+                kind.branches_for(parsed[src]) if parsed.get(src) is not None else kind.branches
+            )
             if not allowed:
                 error(src, f"a {kind.label} step ends the run; it can have no outgoing transition")
                 continue
             if branch not in allowed:
-                error(src, f"a {kind.label} step has branches {', '.join(allowed)}, not '{branch}'"
-                      + (" (set a timeout to use 'timeout')" if kind.type == "wait_for_event"
-                         and branch == "timeout" else ""))
+                error(
+                    src,
+                    f"a {kind.label} step has branches {', '.join(allowed)}, not '{branch}'"
+                    + (
+                        " (set a timeout to use 'timeout')"
+                        if kind.type == "wait_for_event" and branch == "timeout"
+                        else ""
+                    ),
+                )
                 continue
         if (src, branch) in seen_ports:
-            error(src if src != TRIGGER else None,
-                  f"two transitions leave the same port ('{branch}')" if src != TRIGGER
-                  else "the trigger can lead to only one step")
+            error(
+                src if src != TRIGGER else None,
+                f"two transitions leave the same port ('{branch}')"
+                if src != TRIGGER
+                else "the trigger can lead to only one step",
+            )
             continue
         if src == dst:
             error(src, "a step cannot lead to itself")
@@ -188,15 +207,15 @@ def graph_validate(
         state[node] = 1
         for nxt in out[node]:
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                cycle = path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
                 error(nxt, "the graph has a cycle: " + " -> ".join(cycle))
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
 
-    for spec in [TRIGGER] + [s.key for s in steps]:
-        if spec not in state:
-            visit(spec, [spec])
+    for node in [TRIGGER] + [s.key for s in steps]:
+        if node not in state:
+            visit(node, [node])
 
     if errors:
         raise GraphError(errors)
@@ -220,8 +239,9 @@ def workflow_lock_for_graph_change(workflow: Workflow) -> Workflow:
     return locked
 
 
-def workflow_save_graph(*, workflow: Workflow, document: dict[str, Any],
-                        template_names: set[str] | None = None) -> Workflow:
+def workflow_save_graph(
+    *, workflow: Workflow, document: dict[str, Any], template_names: set[str] | None = None
+) -> Workflow:
     """Validates and saves the whole graph in one transaction; steps are matched by key so
     their history stays attached. Raises GraphError or WorkflowLocked; saves nothing then."""
     steps, edges = graph_validate(document, template_names=template_names)
@@ -238,8 +258,12 @@ def workflow_save_graph(*, workflow: Workflow, document: dict[str, Any],
             step.save()
             by_key[spec.key] = step
         Transition.objects.bulk_create(
-            Transition(workflow=locked, from_step=None if src == TRIGGER else by_key[src],
-                       to_step=by_key[dst], branch=branch)
+            Transition(
+                workflow=locked,
+                from_step=None if src == TRIGGER else by_key[src],
+                to_step=by_key[dst],
+                branch=branch,
+            )
             for src, branch, dst in edges
         )
         Workflow.objects.filter(pk=locked.pk).update(graph_version=locked.graph_version + 1)
@@ -255,13 +279,21 @@ def workflow_graph_document(workflow: Workflow) -> dict[str, Any]:
     transitions = Transition.objects.filter(workflow=workflow).order_by("id")
     return {
         "steps": [
-            {"key": s.key, "type": s.type, "name": s.name, "config": s.config,
-             "position": {"x": s.position_x, "y": s.position_y}}
+            {
+                "key": s.key,
+                "type": s.type,
+                "name": s.name,
+                "config": s.config,
+                "position": {"x": s.position_x, "y": s.position_y},
+            }
             for s in steps
         ],
         "transitions": [
-            {"from": keys[t.from_step_id] if t.from_step_id else TRIGGER, "to": keys[t.to_step_id],
-             "branch": t.branch}
+            {
+                "from": keys[t.from_step_id] if t.from_step_id else TRIGGER,
+                "to": keys[t.to_step_id],
+                "branch": t.branch,
+            }
             for t in transitions
         ],
     }

@@ -24,7 +24,8 @@ class Workflow(models.Model):
     )
     allow_reentry = models.BooleanField(
         default=False,
-        help_text="Off: a contact enters at most once, ever. On: again after the previous run ended.",
+        help_text="Off: a contact enters at most once, ever. "
+        "On: again after the previous run ended.",
     )
     enabled = models.BooleanField(default=False, help_text="Disabling stops new executions only.")
     # Bumped on every graph save, so a worker's in-memory copy of the graph knows it is stale.
@@ -83,12 +84,14 @@ class Transition(models.Model):
                 name="transition_one_per_branch",
             ),
             models.UniqueConstraint(
-                fields=["workflow"], condition=Q(from_step__isnull=True), name="transition_one_entry"
+                fields=["workflow"],
+                condition=Q(from_step__isnull=True),
+                name="transition_one_entry",
             ),
         ]
 
     def __str__(self) -> str:
-        source = self.from_step.key if self.from_step_id else "trigger"
+        source = self.from_step.key if self.from_step else "trigger"
         return f"{source} -[{self.branch}]-> {self.to_step.key}"
 
 
@@ -99,14 +102,20 @@ class Execution(models.Model):
     EXITED = "EXITED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
-    STATUS_CHOICES = [(s, s.capitalize()) for s in (RUNNING, WAITING, COMPLETED, EXITED, FAILED, CANCELLED)]
+    STATUS_CHOICES = [
+        (s, s.capitalize()) for s in (RUNNING, WAITING, COMPLETED, EXITED, FAILED, CANCELLED)
+    ]
     ACTIVE = (RUNNING, WAITING)
 
     id = models.BigAutoField(primary_key=True)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="executions")
     trigger = models.ForeignKey(
-        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        Event,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The tracked event that started this run.",
     )
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=RUNNING)
@@ -146,16 +155,22 @@ class Execution(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["wake_at"], condition=Q(wake_at__isnull=False), name="execution_due"),
+            models.Index(
+                fields=["wake_at"], condition=Q(wake_at__isnull=False), name="execution_due"
+            ),
             models.Index(
                 fields=["contact", "waiting_for"],
                 condition=Q(status="WAITING"),
                 name="execution_waiting_for",
             ),
             models.Index(
-                fields=["lease_until"], condition=Q(status="RUNNING"), name="execution_running_lease"
+                fields=["lease_until"],
+                condition=Q(status="RUNNING"),
+                name="execution_running_lease",
             ),
-            models.Index(fields=["workflow", "status", "-started_at"], name="execution_by_workflow"),
+            models.Index(
+                fields=["workflow", "status", "-started_at"], name="execution_by_workflow"
+            ),
             models.Index(fields=["contact", "-started_at"], name="execution_by_contact"),
         ]
 
@@ -181,7 +196,9 @@ class StepRun(models.Model):
     ]
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="step_runs")
-    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
     # Copies, so the history still reads right after the graph is edited.
     step_key = models.CharField(max_length=64)
     step_type = models.CharField(max_length=32)
@@ -190,7 +207,9 @@ class StepRun(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -15,13 +15,21 @@ class TriggerImmutable(ValueError):
 
 
 def workflow_create(
-    *, name: str, trigger_event: str, description: str = "", allow_reentry: bool = False,
-    enabled: bool = False, graph: dict[str, Any] | None = None,
+    *,
+    name: str,
+    trigger_event: str,
+    description: str = "",
+    allow_reentry: bool = False,
+    enabled: bool = False,
+    graph: dict[str, Any] | None = None,
 ) -> Workflow:
     with transaction.atomic():
         workflow = Workflow.objects.create(
-            name=name, trigger_event=trigger_event, description=description,
-            allow_reentry=allow_reentry, enabled=False,
+            name=name,
+            trigger_event=trigger_event,
+            description=description,
+            allow_reentry=allow_reentry,
+            enabled=False,
         )
         if graph is not None:
             workflow_save_graph(workflow=workflow, document=graph)
@@ -32,8 +40,12 @@ def workflow_create(
 
 
 def workflow_update(
-    *, workflow: Workflow, name: str | None = None, description: str | None = None,
-    allow_reentry: bool | None = None, enabled: bool | None = None,
+    *,
+    workflow: Workflow,
+    name: str | None = None,
+    description: str | None = None,
+    allow_reentry: bool | None = None,
+    enabled: bool | None = None,
     trigger_event: str | None = None,
 ) -> Workflow:
     """Changes the fields that stay editable while runs are active. The trigger never changes."""
@@ -43,10 +55,14 @@ def workflow_update(
             "The trigger event cannot change after creation; create a new workflow instead."
         )
     changes = {
-        k: v for k, v in {
-            "name": name, "description": description, "allow_reentry": allow_reentry,
+        k: v
+        for k, v in {
+            "name": name,
+            "description": description,
+            "allow_reentry": allow_reentry,
             "enabled": enabled,
-        }.items() if v is not None
+        }.items()
+        if v is not None
     }
     for key, value in changes.items():
         setattr(workflow, key, value)

@@ -139,12 +139,17 @@ def track_parse(body: Any) -> TrackInput:
         else:
             event_data[key] = value
             contact_data[key] = value
+    assert isinstance(event, str) and isinstance(email, str)
     return TrackInput(event.strip(), email, subscribed, contact_data, event_data)
 
 
 def track(
-    *, key: KeyInfo, payload: TrackInput, idempotency_key: str | None = None,
-    now: datetime | None = None, fast: bool | None = None,
+    *,
+    key: KeyInfo,
+    payload: TrackInput,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    fast: bool | None = None,
 ) -> TrackResult:
     now = now or timezone.now()
     if fast is None:
@@ -223,7 +228,7 @@ _SQL_IDEMPOTENT = "WITH" + _KEY_AND_IDEMPOTENCY + _RECORD + engine.START_AND_RES
 
 
 def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
-    params = {
+    params: dict[str, Any] = {
         "key_id": key.id,
         "contact_id": uuid.uuid4(),
         "event_id": uuid.uuid4(),

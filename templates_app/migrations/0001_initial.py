@@ -6,54 +6,129 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('contacts_app', '0001_initial'),
+        ("contacts_app", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Template',
+            name="Template",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('type', models.CharField(choices=[('marketing', 'Marketing (never sent to unsubscribed contacts)'), ('transactional', 'Transactional (always sent)')], default='marketing', max_length=20)),
-                ('subject', models.CharField(max_length=998)),
-                ('html', models.TextField(verbose_name='HTML body')),
-                ('text', models.TextField(blank=True, help_text='Empty: derived from the HTML.', verbose_name='text body')),
-                ('from_email', models.CharField(blank=True, help_text='Empty: DEFAULT_FROM_EMAIL.', max_length=320)),
-                ('reply_to', models.CharField(blank=True, max_length=320)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("marketing", "Marketing (never sent to unsubscribed contacts)"),
+                            ("transactional", "Transactional (always sent)"),
+                        ],
+                        default="marketing",
+                        max_length=20,
+                    ),
+                ),
+                ("subject", models.CharField(max_length=998)),
+                ("html", models.TextField(verbose_name="HTML body")),
+                (
+                    "text",
+                    models.TextField(
+                        blank=True,
+                        help_text="Empty: derived from the HTML.",
+                        verbose_name="text body",
+                    ),
+                ),
+                (
+                    "from_email",
+                    models.CharField(
+                        blank=True, help_text="Empty: DEFAULT_FROM_EMAIL.", max_length=320
+                    ),
+                ),
+                ("reply_to", models.CharField(blank=True, max_length=320)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('idempotency_key', models.CharField(max_length=200, unique=True)),
-                ('to_email', models.EmailField(max_length=254)),
-                ('from_email', models.CharField(max_length=320)),
-                ('subject', models.CharField(max_length=998)),
-                ('html', models.TextField(blank=True)),
-                ('text', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('opened', 'Opened'), ('clicked', 'Clicked'), ('bounced', 'Bounced'), ('complained', 'Complained'), ('failed', 'Failed'), ('unknown', 'Unknown (a worker stopped while sending)')], default='queued', max_length=20)),
-                ('provider_message_id', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='contacts_app.contact')),
-                ('template', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='templates_app.template')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("idempotency_key", models.CharField(max_length=200, unique=True)),
+                ("to_email", models.EmailField(max_length=254)),
+                ("from_email", models.CharField(max_length=320)),
+                ("subject", models.CharField(max_length=998)),
+                ("html", models.TextField(blank=True)),
+                ("text", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("sending", "Sending"),
+                            ("sent", "Sent"),
+                            ("delivered", "Delivered"),
+                            ("opened", "Opened"),
+                            ("clicked", "Clicked"),
+                            ("bounced", "Bounced"),
+                            ("complained", "Complained"),
+                            ("failed", "Failed"),
+                            ("unknown", "Unknown (a worker stopped while sending)"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "provider_message_id",
+                    models.CharField(blank=True, db_index=True, max_length=255),
+                ),
+                ("error", models.TextField(blank=True)),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="contacts_app.contact",
+                    ),
+                ),
+                (
+                    "template",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="templates_app.template",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['contact', '-created_at'], name='message_contact_time')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["contact", "-created_at"], name="message_contact_time")
+                ],
             },
         ),
     ]

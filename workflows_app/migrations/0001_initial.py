@@ -2,149 +2,359 @@
 
 import django.db.models.deletion
 import django.utils.timezone
+from django.db import migrations, models
+
 import workflows_app.models
 import workflows_app.steps
-from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('contacts_app', '0001_initial'),
-        ('templates_app', '0001_initial'),
+        ("contacts_app", "0001_initial"),
+        ("templates_app", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('trigger_event', models.CharField(help_text='The tracked event that starts this workflow. Fixed once created.', max_length=255)),
-                ('allow_reentry', models.BooleanField(default=False, help_text='Off: a contact enters at most once, ever. On: again after the previous run ended.')),
-                ('enabled', models.BooleanField(default=False, help_text='Disabling stops new executions only.')),
-                ('graph_version', models.PositiveIntegerField(default=0, editable=False)),
-                ('signing_secret', models.CharField(default=workflows_app.models.new_signing_secret, editable=False, max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "trigger_event",
+                    models.CharField(
+                        help_text="The tracked event that starts this workflow. Fixed once created.",
+                        max_length=255,
+                    ),
+                ),
+                (
+                    "allow_reentry",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Off: a contact enters at most once, ever. On: again after the previous run ended.",
+                    ),
+                ),
+                (
+                    "enabled",
+                    models.BooleanField(
+                        default=False, help_text="Disabling stops new executions only."
+                    ),
+                ),
+                ("graph_version", models.PositiveIntegerField(default=0, editable=False)),
+                (
+                    "signing_secret",
+                    models.CharField(
+                        default=workflows_app.models.new_signing_secret,
+                        editable=False,
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'permissions': [('cancel_execution', 'Can cancel executions')],
-                'indexes': [models.Index(condition=models.Q(('enabled', True)), fields=['trigger_event'], name='workflow_enabled_trigger')],
+                "ordering": ["name"],
+                "permissions": [("cancel_execution", "Can cancel executions")],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("enabled", True)),
+                        fields=["trigger_event"],
+                        name="workflow_enabled_trigger",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Step',
+            name="Step",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(help_text='Stable id of the step within its workflow.', max_length=64)),
-                ('type', models.CharField(choices=workflows_app.steps.step_type_choices, max_length=32)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('position_x', models.FloatField(default=0)),
-                ('position_y', models.FloatField(default=0)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='workflows_app.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "key",
+                    models.SlugField(
+                        help_text="Stable id of the step within its workflow.", max_length=64
+                    ),
+                ),
+                (
+                    "type",
+                    models.CharField(choices=workflows_app.steps.step_type_choices, max_length=32),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("position_x", models.FloatField(default=0)),
+                ("position_y", models.FloatField(default=0)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="workflows_app.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['workflow', 'id'],
+                "ordering": ["workflow", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Execution',
+            name="Execution",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('RUNNING', 'Running'), ('WAITING', 'Waiting'), ('COMPLETED', 'Completed'), ('EXITED', 'Exited'), ('FAILED', 'Failed'), ('CANCELLED', 'Cancelled')], default='RUNNING', max_length=10)),
-                ('pending_branch', models.CharField(blank=True, max_length=20)),
-                ('context', models.JSONField(blank=True, default=dict)),
-                ('wake_at', models.DateTimeField(blank=True, null=True)),
-                ('waiting_for', models.CharField(blank=True, max_length=255)),
-                ('wait_started_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('exit_reason', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('once', models.BooleanField(default=False)),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='executions', to='contacts_app.contact')),
-                ('trigger', models.ForeignKey(blank=True, help_text='The tracked event that started this run.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='contacts_app.event')),
-                ('current_step', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='workflows_app.step')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='executions', to='workflows_app.workflow')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("RUNNING", "Running"),
+                            ("WAITING", "Waiting"),
+                            ("COMPLETED", "Completed"),
+                            ("EXITED", "Exited"),
+                            ("FAILED", "Failed"),
+                            ("CANCELLED", "Cancelled"),
+                        ],
+                        default="RUNNING",
+                        max_length=10,
+                    ),
+                ),
+                ("pending_branch", models.CharField(blank=True, max_length=20)),
+                ("context", models.JSONField(blank=True, default=dict)),
+                ("wake_at", models.DateTimeField(blank=True, null=True)),
+                ("waiting_for", models.CharField(blank=True, max_length=255)),
+                ("wait_started_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("exit_reason", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                ("once", models.BooleanField(default=False)),
+                ("version", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="executions",
+                        to="contacts_app.contact",
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The tracked event that started this run.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="contacts_app.event",
+                    ),
+                ),
+                (
+                    "current_step",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="workflows_app.step",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="executions",
+                        to="workflows_app.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
+                "ordering": ["-started_at"],
             },
         ),
         migrations.CreateModel(
-            name='StepRun',
+            name="StepRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_key', models.CharField(max_length=64)),
-                ('step_type', models.CharField(max_length=32)),
-                ('status', models.CharField(choices=[('started', 'Started'), ('completed', 'Completed'), ('waiting', 'Waiting'), ('skipped', 'Skipped'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='started', max_length=10)),
-                ('branch', models.CharField(blank=True, max_length=20)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('execution', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='step_runs', to='workflows_app.execution')),
-                ('message', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='templates_app.message')),
-                ('step', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='runs', to='workflows_app.step')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_key", models.CharField(max_length=64)),
+                ("step_type", models.CharField(max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("started", "Started"),
+                            ("completed", "Completed"),
+                            ("waiting", "Waiting"),
+                            ("skipped", "Skipped"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="started",
+                        max_length=10,
+                    ),
+                ),
+                ("branch", models.CharField(blank=True, max_length=20)),
+                ("output", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "execution",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="step_runs",
+                        to="workflows_app.execution",
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="templates_app.message",
+                    ),
+                ),
+                (
+                    "step",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="runs",
+                        to="workflows_app.step",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['execution', 'id'],
-                'indexes': [models.Index(fields=['step', 'status'], name='steprun_by_step')],
+                "ordering": ["execution", "id"],
+                "indexes": [models.Index(fields=["step", "status"], name="steprun_by_step")],
             },
         ),
         migrations.CreateModel(
-            name='Transition',
+            name="Transition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('branch', models.CharField(default='next', max_length=20)),
-                ('from_step', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='outgoing', to='workflows_app.step')),
-                ('to_step', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='incoming', to='workflows_app.step')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='workflows_app.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("branch", models.CharField(default="next", max_length=20)),
+                (
+                    "from_step",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="outgoing",
+                        to="workflows_app.step",
+                    ),
+                ),
+                (
+                    "to_step",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="incoming",
+                        to="workflows_app.step",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transitions",
+                        to="workflows_app.workflow",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('from_step__isnull', False)), fields=('from_step', 'branch'), name='transition_one_per_branch'), models.UniqueConstraint(condition=models.Q(('from_step__isnull', True)), fields=('workflow',), name='transition_one_entry')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("from_step__isnull", False)),
+                        fields=("from_step", "branch"),
+                        name="transition_one_per_branch",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("from_step__isnull", True)),
+                        fields=("workflow",),
+                        name="transition_one_entry",
+                    ),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='step',
-            constraint=models.UniqueConstraint(fields=('workflow', 'key'), name='step_key_unique'),
+            model_name="step",
+            constraint=models.UniqueConstraint(fields=("workflow", "key"), name="step_key_unique"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('wake_at__isnull', False)), fields=['wake_at'], name='execution_due'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("wake_at__isnull", False)),
+                fields=["wake_at"],
+                name="execution_due",
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('status', 'WAITING')), fields=['contact', 'waiting_for'], name='execution_waiting_for'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("status", "WAITING")),
+                fields=["contact", "waiting_for"],
+                name="execution_waiting_for",
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('status', 'RUNNING')), fields=['lease_until'], name='execution_running_lease'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("status", "RUNNING")),
+                fields=["lease_until"],
+                name="execution_running_lease",
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['workflow', 'status', '-started_at'], name='execution_by_workflow'),
+            model_name="execution",
+            index=models.Index(
+                fields=["workflow", "status", "-started_at"], name="execution_by_workflow"
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['contact', '-started_at'], name='execution_by_contact'),
+            model_name="execution",
+            index=models.Index(fields=["contact", "-started_at"], name="execution_by_contact"),
         ),
         migrations.AddConstraint(
-            model_name='execution',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['RUNNING', 'WAITING'])), fields=('workflow', 'contact'), name='execution_one_active_per_contact'),
+            model_name="execution",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["RUNNING", "WAITING"])),
+                fields=("workflow", "contact"),
+                name="execution_one_active_per_contact",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='execution',
-            constraint=models.UniqueConstraint(condition=models.Q(('once', True)), fields=('workflow', 'contact'), name='execution_enter_once'),
+            model_name="execution",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("once", True)),
+                fields=("workflow", "contact"),
+                name="execution_enter_once",
+            ),
         ),
     ]

@@ -7,6 +7,7 @@ visit, using `RunContext.visit_key`.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -94,7 +95,7 @@ class StepType:
     type: ClassVar[str]
     label: ClassVar[str]
     description: ClassVar[str] = ""
-    Config: ClassVar[type[StepConfig]]
+    Config: ClassVar[builtins.type[StepConfig]]
     branches: ClassVar[tuple[str, ...]] = ("next",)
     # True when running the step touches the outside world or other rows: the engine then
     # records the visit before running it and commits right after, so a retry finds the visit.

@@ -19,8 +19,16 @@ from pydantic import Field, model_validator
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
 
 Operator = Literal[
-    "equals", "not_equals", "contains", "not_contains", "greater_than", "less_than",
-    "greater_or_equal", "less_or_equal", "exists", "not_exists",
+    "equals",
+    "not_equals",
+    "contains",
+    "not_contains",
+    "greater_than",
+    "less_than",
+    "greater_or_equal",
+    "less_or_equal",
+    "exists",
+    "not_exists",
 ]
 MISSING = object()
 

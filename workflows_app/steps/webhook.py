@@ -55,7 +55,10 @@ class Webhook(StepType):
         attempt = ctx.step_run.attempts + 1
         try:
             response = requests.post(
-                str(cfg.url), json=body, headers=headers, timeout=cfg.timeout_seconds,
+                str(cfg.url),
+                json=body,
+                headers=headers,
+                timeout=cfg.timeout_seconds,
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
@@ -66,7 +69,10 @@ class Webhook(StepType):
         if response.status_code >= 300:
             raise StepFailed(f"HTTP {response.status_code}: {snippet}")
         reply: Any = None
-        if "json" in response.headers.get("Content-Type", "") and len(response.content) <= MAX_RESPONSE_BYTES:
+        if (
+            "json" in response.headers.get("Content-Type", "")
+            and len(response.content) <= MAX_RESPONSE_BYTES
+        ):
             try:
                 reply = response.json()
             except ValueError:

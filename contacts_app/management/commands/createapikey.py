@@ -9,10 +9,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--public", action="store_true",
-                            help="A public key (pk_): may only call /v1/track.")
-        parser.add_argument("--rate-limit", type=int, default=None,
-                            help="Requests per minute (default: no limit).")
+        parser.add_argument(
+            "--public", action="store_true", help="A public key (pk_): may only call /v1/track."
+        )
+        parser.add_argument(
+            "--rate-limit", type=int, default=None, help="Requests per minute (default: no limit)."
+        )
 
     def handle(self, *args, name, public, rate_limit, **options):
         kind = ApiKey.PUBLIC if public else ApiKey.SECRET

@@ -1,0 +1,129 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.html import format_html
+
+from contacts_app.models import ApiKey, Contact, Event
+from contacts_app.services import apikey_create, apikey_revoke
+
+
+class EventInline(admin.TabularInline):
+    model = Event
+    fields = ("name", "data", "created_at")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-created_at",)
+
+    def get_queryset(self, request):
+        # The newest 50: a contact may have thousands of events.
+        qs = super().get_queryset(request)
+        ids = list(qs.order_by("-created_at").values_list("id", flat=True)[:50])
+        return qs.filter(id__in=ids)
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("email", "subscribed", "created_at", "updated_at")
+    list_filter = ("subscribed",)
+    search_fields = ("email",)
+    readonly_fields = ("created_at", "updated_at", "executions_link")
+    fields = ("email", "subscribed", "data", "executions_link", "created_at", "updated_at")
+    inlines = [EventInline]
+    show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        # Emails are stored lower-case: a case-insensitive search is a plain one on the term.
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, False
+        return queryset.filter(email__contains=term), False
+
+    @admin.display(description="Executions")
+    def executions_link(self, obj):
+        if not obj.pk:
+            return "-"
+        count = obj.executions.count()
+        return format_html(
+            '<a href="/admin/workflows_app/execution/?contact__id__exact={}">{} execution(s)</a>',
+            obj.pk,
+            count,
+        )
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("name", "contact", "created_at")
+    list_filter = ("name",)
+    search_fields = ("contact__email", "name")
+    readonly_fields = ("contact", "name", "data", "created_at")
+    list_select_related = ("contact",)
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "prefix",
+        "rate_limit_per_minute",
+        "created_at",
+        "last_used_at",
+        "state",
+    )
+    list_filter = ("kind",)
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke_keys"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("name", "kind", "rate_limit_per_minute")
+        return (
+            "name",
+            "kind",
+            "prefix",
+            "rate_limit_per_minute",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (("kind",) if obj else ())
+
+    @admin.display(description="State")
+    def state(self, obj):
+        return "revoked" if obj.revoked_at else "active"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = apikey_create(
+            name=obj.name, kind=obj.kind, rate_limit_per_minute=obj.rate_limit_per_minute
+        )
+        obj.pk = key.pk
+        messages.warning(
+            request,
+            format_html("New key (shown once, copy it now): <code>{}</code>", raw),
+        )
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request, queryset):
+        count = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            apikey_revoke(key=key)
+            count += 1
+        self.message_user(
+            request, f"Revoked {count} key(s) at {timezone.now():%Y-%m-%d %H:%M:%S} UTC."
+        )
