@@ -162,6 +162,8 @@ IDEMPOTENCY_WINDOW_SECONDS = env_int("IDEMPOTENCY_WINDOW_SECONDS", 24 * 3600)
 # in the database on every /v1/track call regardless.
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRACK_MAX_BODY_BYTES, 2_621_440)
+# Serves bench/reference.py at POST /bench/reference, for bench/track.py only; never in production.
+BENCH_REFERENCE_ENDPOINT = env_bool("BENCH_REFERENCE_ENDPOINT", False)
 
 # --- Engine -----------------------------------------------------------------------------------
 ENGINE_MAX_STEPS_PER_ADVANCE = env_int("ENGINE_MAX_STEPS_PER_ADVANCE", 100)
@@ -188,6 +190,14 @@ Q_CLUSTER = {
     "label": "Background tasks",
 }
 
+# --- Webhooks ---------------------------------------------------------------------------------
+# Off: webhook URLs resolving to private, loopback, link-local (cloud metadata) or other
+# reserved addresses are refused, at every redirect too. Turn on only for trusted internal use.
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False)
+# Allows loopback (127.0.0.0/8, ::1) only, every other private range stays refused.
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
+WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_PROVIDER = env("EMAIL_PROVIDER", "console")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Lifecycle <hello@example.com>")
@@ -202,10 +212,14 @@ elif EMAIL_PROVIDER == "smtp":
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 elif EMAIL_PROVIDER == "locmem":
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+elif EMAIL_PROVIDER == "resend":
+    EMAIL_BACKEND = "templates_app.backends.ResendEmailBackend"
 else:
     # Any django-anymail provider by its module name: postmark, sendgrid, mailgun, amazon_ses,
     # resend, brevo, sparkpost, test ... with its keys in ANYMAIL_* variables.
     EMAIL_BACKEND = f"anymail.backends.{EMAIL_PROVIDER}.EmailBackend"
+# Providers that de-duplicate on our ledger key: a send interrupted mid-way may be retried.
+EMAIL_PROVIDER_IDEMPOTENT = EMAIL_PROVIDER in ("resend",)
 ANYMAIL = {
     key.removeprefix("ANYMAIL_"): value
     for key, value in os.environ.items()

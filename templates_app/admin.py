@@ -1,8 +1,17 @@
-from django import forms
-from django.contrib import admin
+import json
 
+from django import forms
+from django.contrib import admin, messages
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
+
+from contacts_app.models import Contact
 from templates_app.models import Message, Template
-from templates_app.rendering import template_check
+from templates_app.rendering import TemplateError, template_check
+from templates_app.services import template_preview, template_send_test
+
+SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
 
 
 class TemplateForm(forms.ModelForm):
@@ -10,12 +19,8 @@ class TemplateForm(forms.ModelForm):
         model = Template
         fields = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
         widgets = {
-            "html": forms.Textarea(
-                attrs={"rows": 18, "style": "font-family: monospace; width: 90%"}
-            ),
-            "text": forms.Textarea(
-                attrs={"rows": 8, "style": "font-family: monospace; width: 90%"}
-            ),
+            "html": forms.Textarea(attrs={"rows": 18, "class": "vLargeTextField mono"}),
+            "text": forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField mono"}),
         }
 
     def clean(self):
@@ -30,12 +35,101 @@ class TemplateForm(forms.ModelForm):
         return data
 
 
+def _preview_input(request):
+    """(contact or None, sample data, error message) from the preview controls."""
+    email = (request.POST.get("contact") or "").strip().lower()
+    contact = Contact.objects.filter(email=email).first() if email else None
+    if email and contact is None:
+        return None, {}, f"No contact with email {email}."
+    try:
+        sample = json.loads(request.POST.get("sample") or "{}")
+    except ValueError:
+        return None, {}, "Sample data is not valid JSON."
+    if not isinstance(sample, dict):
+        return None, {}, "Sample data must be a JSON object."
+    return contact, sample or SAMPLE_DATA, ""
+
+
 @admin.register(Template)
 class TemplateAdmin(admin.ModelAdmin):
     form = TemplateForm
     list_display = ("name", "type", "subject", "updated_at")
     list_filter = ("type",)
     search_fields = ("name", "subject")
+    change_form_template = "admin/templates_app/template/change_form.html"
+
+    def get_urls(self):
+        return [
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="templates_app_template_preview",
+            ),
+            path(
+                "<int:pk>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="templates_app_template_send_test",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request):
+        """Renders the editor's current (unsaved) text; the live preview calls it as you type."""
+        if request.method != "POST" or not self.has_view_permission(request):
+            return JsonResponse({"error": "POST with view permission required."}, status=405)
+        contact, sample, problem = _preview_input(request)
+        if problem:
+            return JsonResponse({"errors": {"contact": problem}}, status=400)
+        subject, html_body = request.POST.get("subject", ""), request.POST.get("html", "")
+        text_body = request.POST.get("text", "")
+        errors = template_check(subject=subject, html_body=html_body, text_body=text_body)
+        if errors:
+            return JsonResponse({"errors": errors}, status=400)
+        try:
+            rendered = template_preview(
+                subject=subject,
+                html_body=html_body,
+                text_body=text_body,
+                contact=contact,
+                sample=sample,
+            )
+        except TemplateError as exc:
+            return JsonResponse({"errors": exc.errors}, status=400)
+        return JsonResponse(
+            {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+        )
+
+    def send_test_view(self, request, pk):
+        template = get_object_or_404(Template, pk=pk)
+        change_url = reverse("admin:templates_app_template_change", args=[pk])
+        if request.method != "POST" or not self.has_change_permission(request, template):
+            return redirect(change_url)
+        if not request.user.email:
+            messages.error(request, "Your user has no email address; add one to get test emails.")
+            return redirect(change_url)
+        contact, sample, problem = _preview_input(request)
+        if problem:
+            messages.error(request, problem)
+            return redirect(change_url)
+        # What the editor shows now, saved or not.
+        for name in ("subject", "html", "text"):
+            if name in request.POST:
+                setattr(template, name, request.POST[name])
+        errors = template_check(
+            subject=template.subject, html_body=template.html, text_body=template.text
+        )
+        if errors:
+            messages.error(request, f"Not sent: fix the template first ({errors}).")
+            return redirect(change_url)
+        try:
+            template_send_test(
+                template=template, to_email=request.user.email, contact=contact, sample=sample
+            )
+        except Exception as exc:  # noqa: BLE001 - show the provider's words to the person
+            messages.error(request, f"The test email was not sent: {exc}")
+        else:
+            messages.success(request, f"Test email sent to {request.user.email}.")
+        return redirect(change_url)
 
 
 @admin.register(Message)

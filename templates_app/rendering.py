@@ -78,6 +78,20 @@ def render(*, subject: str, html_body: str, text_body: str, variables: dict[str,
     return Rendered(rendered_subject, rendered_html, rendered_text)
 
 
+def render_json(value: Any, variables: dict[str, Any]) -> Any:
+    """Renders Liquid in every string of a JSON value (keys stay as they are)."""
+    if isinstance(value, str):
+        try:
+            return _plain.from_string(value).render(**variables)
+        except LiquidError as exc:
+            raise TemplateError({"body": _describe(exc)}) from exc
+    if isinstance(value, dict):
+        return {k: render_json(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_json(v, variables) for v in value]
+    return value
+
+
 class _TextExtractor(HTMLParser):
     BLOCKS = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr"}
 

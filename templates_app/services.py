@@ -6,7 +6,6 @@ import logging
 import smtplib
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -68,6 +67,52 @@ def template_render(
     )
 
 
+def template_preview(
+    *,
+    subject: str,
+    html_body: str,
+    text_body: str = "",
+    contact: Contact | None = None,
+    sample: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
+) -> Rendered:
+    """Renders unsaved template text for a real contact, or for sample data."""
+    who = contact or Contact(email="preview@example.com", data=sample or {})
+    return render(
+        subject=subject,
+        html_body=html_body,
+        text_body=text_body,
+        variables=template_variables(contact=who, context=event or {}, workflow_name="Preview"),
+    )
+
+
+def template_send_test(
+    *,
+    template: Template,
+    to_email: str,
+    contact: Contact | None = None,
+    sample: dict[str, Any] | None = None,
+) -> None:
+    """Sends the rendered template to a person testing it. Not a contact send: no ledger row,
+    no subscription check."""
+    rendered = template_preview(
+        subject=template.subject,
+        html_body=template.html,
+        text_body=template.text,
+        contact=contact,
+        sample=sample,
+    )
+    email = EmailMultiAlternatives(
+        subject=f"[Test] {rendered.subject}",
+        body=rendered.text,
+        from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[to_email],
+        reply_to=[template.reply_to] if template.reply_to else None,
+    )
+    email.attach_alternative(rendered.html, "text/html")
+    email.send()
+
+
 @dataclass(frozen=True)
 class SendResult:
     message: Message
@@ -84,14 +129,25 @@ def message_send(
 ) -> SendResult:
     """Sends at most once per idempotency key.
 
-    The ledger row is committed before the provider is called and updated after. A second call
-    with the same key never calls the provider again: if the earlier attempt finished, its
-    result stands; if a worker died mid-send (status still "sending"), the message is marked
-    "unknown" rather than risk a duplicate.
+    The ledger row is committed (status "sending") before the provider is called and updated
+    after. A later call with the same key never sends again, with one exception: if the row is
+    still "sending" (the worker died between the provider call and the update) and the provider
+    de-duplicates on our key (EMAIL_PROVIDER_IDEMPOTENT), it is sent again with the same key,
+    which the provider drops if it had accepted the first. Other providers can not tell, so the
+    row is marked "unknown" and not sent again: at most once, never twice.
     """
     existing = Message.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
-        return SendResult(_settle_existing(existing), sent_now=False)
+        if existing.status != Message.SENDING:
+            return SendResult(existing, sent_now=False)
+        if not settings.EMAIL_PROVIDER_IDEMPOTENT:
+            Message.objects.filter(pk=existing.pk, status=Message.SENDING).update(
+                status=Message.UNKNOWN,
+                error="The worker stopped while sending; not sent again to avoid a duplicate.",
+            )
+            existing.refresh_from_db()
+            return SendResult(existing, sent_now=False)
+        return SendResult(_deliver(existing, template, contact), sent_now=True)
 
     # Checked again at the moment of sending, not only when the workflow reached the step.
     fresh = Contact.objects.only("subscribed").get(pk=contact.pk)
@@ -101,7 +157,6 @@ def message_send(
     rendered = template_render(
         template=template, contact=contact, context=context, workflow_name=workflow_name
     )
-    from_email = template.from_email or settings.DEFAULT_FROM_EMAIL
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -109,49 +164,37 @@ def message_send(
                 contact=contact,
                 template=template,
                 to_email=contact.email,
-                from_email=from_email,
+                from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
                 subject=rendered.subject,
                 html=rendered.html,
                 text=rendered.text,
                 status=Message.SENDING,
             )
     except IntegrityError:
-        # Another worker took this key a moment ago.
-        existing = Message.objects.get(idempotency_key=idempotency_key)
-        return SendResult(_settle_existing(existing), sent_now=False)
+        # Another worker took this key a moment ago: it sends, we do not.
+        return SendResult(Message.objects.get(idempotency_key=idempotency_key), sent_now=False)
+    return SendResult(_deliver(message, template, contact), sent_now=True)
 
+
+def _deliver(message: Message, template: Template, contact: Contact) -> Message:
     email = _build_email(message, template, contact)
     try:
         email.send()
     except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
-        transient = _is_transient(exc)
-        message.status = Message.FAILED
-        message.error = f"{type(exc).__name__}: {exc}"[:2000]
-        if transient:
-            # A transient refusal means nothing was accepted: free the key for the retry.
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if _is_transient(exc):
+            # Refused before acceptance: free the key so the retry can send.
             message.delete()
-            raise SendTransientError(message.error) from exc
+            raise SendTransientError(error) from exc
+        message.status, message.error = Message.FAILED, error
         message.save(update_fields=["status", "error", "updated_at"])
-        raise SendPermanentError(message.error) from exc
-
+        raise SendPermanentError(error) from exc
     status = getattr(email, "anymail_status", None)
-    message.provider_message_id = (getattr(status, "message_id", None) or "")[:255]
+    provider_id = getattr(status, "message_id", None)
+    message.provider_message_id = "" if provider_id is None else str(provider_id)[:255]
     message.status = Message.SENT
     message.sent_at = timezone.now()
     message.save(update_fields=["status", "provider_message_id", "sent_at", "updated_at"])
-    return SendResult(message, sent_now=True)
-
-
-STUCK_AFTER = timedelta(minutes=10)
-
-
-def _settle_existing(message: Message) -> Message:
-    if message.status == Message.SENDING and timezone.now() - message.created_at > STUCK_AFTER:
-        Message.objects.filter(pk=message.pk, status=Message.SENDING).update(
-            status=Message.UNKNOWN,
-            error="A worker stopped while sending; not sent again to avoid a duplicate.",
-        )
-        message.refresh_from_db()
     return message
 
 
@@ -177,11 +220,62 @@ def _build_email(message: Message, template: Template, contact: Contact) -> Emai
 
 
 def _is_transient(exc: Exception) -> bool:
+    """Worth retrying: SMTP 4xx, HTTP 408/429/5xx from an API, or the network failing."""
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
-    if isinstance(exc, smtplib.SMTPServerDisconnected | socket.timeout | ConnectionError | OSError):
-        return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(400 <= code < 500 for code, _ in exc.recipients.values())
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status is not None:
+    if status is not None:  # anymail API errors (they are OSErrors too, so this goes first)
         return status in (408, 429) or status >= 500
-    return False
+    return isinstance(exc, smtplib.SMTPServerDisconnected | socket.timeout | OSError)
+
+
+# --- Provider events (delivered, opened, clicked, bounced, complained) ------------------------
+
+# How far along a message is; a late "delivered" never overwrites "opened".
+_PROGRESS = {
+    Message.SENT: 1,
+    Message.DELIVERED: 2,
+    Message.OPENED: 3,
+    Message.CLICKED: 4,
+    Message.BOUNCED: 5,
+    Message.COMPLAINED: 6,
+}
+PROVIDER_EVENTS = {
+    "delivered": Message.DELIVERED,
+    "opened": Message.OPENED,
+    "clicked": Message.CLICKED,
+    "bounced": Message.BOUNCED,
+    "complained": Message.COMPLAINED,
+}
+
+
+def message_find(*, provider_message_id: str = "", ledger_id: str = "") -> Message | None:
+    if provider_message_id:
+        found = Message.objects.filter(provider_message_id=provider_message_id).first()
+        if found:
+            return found
+    if ledger_id.isdigit():
+        return Message.objects.filter(pk=int(ledger_id)).first()
+    return None
+
+
+def message_apply_provider_event(*, message: Message, event_type: str, detail: str = "") -> bool:
+    """Moves the message's status forward for a provider event; a hard bounce or a complaint
+    unsubscribes the contact. Returns True if the event is one we track."""
+    status = PROVIDER_EVENTS.get(event_type)
+    if status is None:
+        return False
+    with transaction.atomic():
+        locked = Message.objects.select_for_update().get(pk=message.pk)
+        if _PROGRESS.get(status, 0) > _PROGRESS.get(locked.status, 0):
+            locked.status = status
+            if detail and status in (Message.BOUNCED, Message.COMPLAINED):
+                locked.error = detail[:2000]
+            locked.save(update_fields=["status", "error", "updated_at"])
+        if status in (Message.BOUNCED, Message.COMPLAINED):
+            Contact.objects.filter(pk=locked.contact_id).update(
+                subscribed=False, updated_at=timezone.now()
+            )
+    return True

@@ -19,6 +19,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
+def _loopback_webhooks(settings):
+    # Webhook tests talk to a real HTTP server on loopback; every other private range stays
+    # refused, and SSRF tests turn loopback off again.
+    settings.WEBHOOK_ALLOW_LOOPBACK = True
+
+
+@pytest.fixture(autouse=True)
 def _fresh_caches():
     key_cache.forget()
     engine._graphs.clear()

@@ -78,6 +78,26 @@ def _depth(value: Any, limit: int, level: int = 1) -> bool:
     return False
 
 
+def _unstorable(value: Any) -> bool:
+    """True when a string in `value` (object keys included) holds a NUL character or a lone
+    surrogate: PostgreSQL text and jsonb refuse both, which would otherwise be a 500."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
 def _is_wrapped(value: Any) -> bool:
     return (
         isinstance(value, dict)
@@ -99,6 +119,8 @@ def track_parse(body: Any) -> TrackInput:
         errors["event"] = "Required: a non-empty string."
     elif len(event) > settings.TRACK_MAX_EVENT_LENGTH:
         errors["event"] = f"At most {settings.TRACK_MAX_EVENT_LENGTH} characters."
+    elif _unstorable(event):
+        errors["event"] = "Must not contain NUL characters or invalid Unicode."
 
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
@@ -106,8 +128,8 @@ def track_parse(body: Any) -> TrackInput:
     else:
         email = normalize_email(email)
         try:
-            if len(email) > 254:
-                raise ValidationError("too long")
+            if len(email) > 254 or _unstorable(email):
+                raise ValidationError("too long or unstorable")
             validate_email(email)
         except ValidationError:
             errors["email"] = "Not a valid email address."
@@ -125,6 +147,8 @@ def track_parse(body: Any) -> TrackInput:
         errors["data"] = f"Nested deeper than {settings.TRACK_MAX_DATA_DEPTH} levels."
     elif len(json.dumps(data)) > settings.TRACK_MAX_DATA_BYTES:
         errors["data"] = f"Larger than {settings.TRACK_MAX_DATA_BYTES} bytes."
+    elif _unstorable(data):
+        errors["data"] = "Strings must not contain NUL characters or invalid Unicode."
 
     if errors:
         raise TrackRejected("validation_error", "Invalid request: " + ", ".join(errors), errors)
@@ -167,6 +191,22 @@ def _track_orm(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: da
             _claim_idempotency_key(key.id, idempotency_key, now)
         contact, _ = contact_upsert(email=p.email, subscribed=p.subscribed, data=p.contact_data)
         event = event_record(contact=contact, name=p.event, data=p.event_data, at=now)
+        started = engine.executions_start(contact=contact, event=event, now=now)
+        resumed = engine.executions_resume(contact=contact, event=event, now=now)
+    return TrackResult(str(contact.pk), str(event.pk), now, started, resumed)
+
+
+def track_internal(
+    *, contact_id: Any, name: str, data: dict[str, Any], now: datetime | None = None
+) -> TrackResult:
+    """Records an event that did not come through the API (e.g. `email.opened` from a provider
+    webhook) with the same effects: it starts and resumes workflows like a tracked one."""
+    now = now or timezone.now()
+    from contacts_app.models import Contact
+
+    with transaction.atomic():
+        contact = Contact.objects.get(pk=contact_id)
+        event = event_record(contact=contact, name=name, data=data, at=now)
         started = engine.executions_start(contact=contact, event=event, now=now)
         resumed = engine.executions_resume(contact=contact, event=event, now=now)
     return TrackResult(str(contact.pk), str(event.pk), now, started, resumed)

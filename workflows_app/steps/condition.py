@@ -55,10 +55,20 @@ def resolve(field: str, contact, context: dict) -> Any:
         value: Any = contact.data
     else:
         value = context
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
+    # Keys may hold dots themselves (a resuming event is stored under its name, such as
+    # "user.activated"): at each level the longest key that matches wins.
+    parts = path.split(".")
+    start = 0
+    while start < len(parts):
+        if not isinstance(value, dict):
             return MISSING
-        value = value[part]
+        for end in range(len(parts), start, -1):
+            key = ".".join(parts[start:end])
+            if key in value:
+                value, start = value[key], end
+                break
+        else:
+            return MISSING
     return MISSING if value is None else value
 
 

@@ -34,6 +34,8 @@ class UpdateContact(StepType):
         contact = contact_update_data(
             contact=ctx.contact, set=cfg.set, unset=cfg.unset, subscribed=cfg.subscribed
         )
+        # Later steps of this pass (a condition, an email) read the run's copy: keep it current.
+        ctx.contact.data, ctx.contact.subscribed = contact.data, contact.subscribed
         return Outcome(
             kind="next",
             output={"data": contact.data, "subscribed": contact.subscribed},

@@ -1,9 +1,14 @@
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 from pydantic import AnyHttpUrl, Field
 
+from templates_app.rendering import TemplateError, render_json
+from templates_app.services import template_variables
+from workflows_app.outbound import Refused, post_json
 from workflows_app.steps.base import (
     Outcome,
     RunContext,
@@ -13,14 +18,14 @@ from workflows_app.steps.base import (
     StepType,
 )
 
-MAX_ATTEMPTS = 5
-MAX_RESPONSE_BYTES = 64 * 1024
+MAX_ATTEMPTS = 6
+RETRY_STATUSES = {408, 429}
 
 
 class WebhookConfig(StepConfig):
     url: AnyHttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
-    body: Any = None
+    body: Any = Field(default=None, description="JSON; Liquid in string values. Empty: default.")
     timeout_seconds: int = Field(default=10, ge=1, le=30)
 
 
@@ -39,8 +44,28 @@ def default_body(ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def backoff(attempt: int, now: datetime, retry_after: str | None = None) -> datetime:
+    """Exponential with full jitter (10 s, 20 s, 40 s ... capped at 1 h); a Retry-After
+    header (seconds or an HTTP date, at most a day) wins when it asks for longer."""
+    delay = random.uniform(0.5, 1.0) * min(3600, 10 * 2 ** (attempt - 1))
+    if retry_after:
+        try:
+            asked = float(retry_after)
+        except ValueError:
+            try:
+                asked = (parsedate_to_datetime(retry_after) - now).total_seconds()
+            except (TypeError, ValueError):
+                asked = 0
+        delay = max(delay, min(asked, 86400))
+    return now + timedelta(seconds=delay)
+
+
 class Webhook(StepType):
-    """POSTs JSON to a URL; delivered at least once, with a stable `webhook-id` per visit."""
+    """POSTs JSON to a URL, signed (Standard Webhooks) with the workflow's secret.
+
+    Delivered at least once: retries of one step visit reuse its `webhook-id`, so receivers
+    can de-duplicate. Retries wait in the database (the run's wake_at), not in a worker.
+    """
 
     type = "webhook"
     label = "Webhook"
@@ -50,40 +75,49 @@ class Webhook(StepType):
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config
-        body = cfg.body if cfg.body is not None else default_body(ctx)
-        headers = {**cfg.headers, "webhook-id": ctx.visit_key, "User-Agent": "lifecycle-webhook"}
+        body = default_body(ctx)
+        if cfg.body is not None:
+            variables = template_variables(
+                contact=ctx.contact,
+                context=ctx.execution.context,
+                workflow_name=ctx.execution.workflow.name,
+            )
+            try:
+                body = render_json(cfg.body, variables)
+            except TemplateError as exc:
+                raise StepFailed(f"body template: {exc}") from exc
         attempt = ctx.step_run.attempts + 1
         try:
-            response = requests.post(
-                str(cfg.url),
-                json=body,
-                headers=headers,
+            reply = post_json(
+                url=str(cfg.url),
+                payload=body,
+                headers=cfg.headers,
                 timeout=cfg.timeout_seconds,
-                allow_redirects=False,
+                secret=ctx.execution.workflow.signing_secret,
+                msg_id=ctx.visit_key,
+                at=ctx.now,
             )
+        except Refused as exc:
+            raise StepFailed(f"refused: {exc}") from exc
         except requests.RequestException as exc:
-            return self._retry_or_fail(ctx, attempt, f"{type(exc).__name__}: {exc}")
-        snippet = response.text[:500]
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            return self._retry_or_fail(ctx, attempt, f"HTTP {response.status_code}: {snippet}")
-        if response.status_code >= 300:
-            raise StepFailed(f"HTTP {response.status_code}: {snippet}")
-        reply: Any = None
-        if (
-            "json" in response.headers.get("Content-Type", "")
-            and len(response.content) <= MAX_RESPONSE_BYTES
-        ):
-            try:
-                reply = response.json()
-            except ValueError:
-                reply = None
+            self._retry(ctx, attempt, f"{type(exc).__name__}: {exc}")
+        if reply.status in RETRY_STATUSES or reply.status >= 500:
+            self._retry(
+                ctx,
+                attempt,
+                f"HTTP {reply.status}: {reply.snippet()}",
+                reply.headers.get("retry-after"),
+            )
+        if reply.status >= 300:
+            raise StepFailed(f"HTTP {reply.status}: {reply.snippet()}")
+        data = reply.json()
         return Outcome(
             kind="next",
-            output={"status": response.status_code, "response": reply},
-            context_update={ctx.step.key: reply} if reply is not None else {},
+            output={"status": reply.status, "attempts": attempt, "response": data},
+            context_update={ctx.step.key: data} if data is not None else {},
         )
 
-    def _retry_or_fail(self, ctx: RunContext, attempt: int, error: str) -> Outcome:
+    def _retry(self, ctx: RunContext, attempt: int, error: str, retry_after: str | None = None):
         if attempt >= MAX_ATTEMPTS:
-            raise StepFailed(f"after {attempt} attempts: {error}")
-        raise StepRetry(error, ctx.now + timedelta(seconds=5 * 3**attempt))
+            raise StepFailed(f"gave up after {attempt} attempts; last: {error}")
+        raise StepRetry(error, backoff(attempt, ctx.now, retry_after))
