@@ -32,9 +32,6 @@ def handle_tracking(sender, event, esp_name, **kwargs) -> None:
     data = {"message_id": message.pk, "subject": message.subject, "provider": esp_name}
     if event.click_url:
         data["url"] = event.click_url
-    track_internal(
-        contact_id=message.contact_id,
-        name=f"email.{event.event_type}",
-        data=data,
-        now=event.timestamp,
-    )
+    if event.timestamp:
+        data["at"] = event.timestamp.isoformat()  # the provider's time; the event is recorded now
+    track_internal(contact_id=message.contact_id, name=f"email.{event.event_type}", data=data)
