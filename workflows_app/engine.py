@@ -237,7 +237,8 @@ class _Advance:
     """One worker's pass over one execution, until it waits, ends, or is lost.
 
     Steps without side effects are run in memory and written together; a step with side effects
-    has its visit recorded (committed) before it runs and its outcome committed right after.
+    has its visit recorded (committed) before it runs, and its outcome is written with the
+    run's next write.
     """
 
     def __init__(self, execution: Execution, graph: Graph, now: datetime):
@@ -380,8 +381,11 @@ class _Advance:
             run.status = StepRun.SKIPPED if outcome.skipped else StepRun.COMPLETED
             run.branch, run.finished_at = outcome.branch, self.now
             self.set(pending_branch=outcome.branch)
-            if step.kind.side_effects:
-                self.commit()
+            # Not committed on its own: the outcome is written with the run's next write (the
+            # next side-effect step's visit, a wait or the end). A worker dying in between
+            # leaves this visit "started", and the retry repeats it harmlessly: the ledger key
+            # stops a second email, a webhook is at-least-once with a stable id, contact
+            # writes are absolute. That saves a transaction per side-effect step.
             return False
         if outcome.kind == "exit":
             run.status, run.finished_at = StepRun.COMPLETED, self.now
@@ -399,10 +403,18 @@ class _Advance:
         return True
 
 
-def execution_advance(execution_id: int, *, now: datetime | None = None) -> str:
-    """Moves one run as far as it goes now. Returns its status afterwards ("" if untouched)."""
+def execution_advance(
+    execution_id: int, *, now: datetime | None = None, loaded: Execution | None = None
+) -> str:
+    """Moves one run as far as it goes now. Returns its status afterwards ("" if untouched).
+
+    `loaded` is the row read a moment ago (a batch reads its rows in one query); it may be
+    stale, which is harmless: every write is checked against the version it was read at.
+    """
     now = now or timezone.now()
-    ex = Execution.objects.select_related("workflow", "contact").filter(pk=execution_id).first()
+    ex = loaded or (
+        Execution.objects.select_related("workflow", "contact").filter(pk=execution_id).first()
+    )
     if ex is None or ex.status != RUNNING or (ex.wake_at is not None and ex.wake_at > now):
         return ""
     try:
@@ -439,9 +451,11 @@ def execution_advance(execution_id: int, *, now: datetime | None = None) -> str:
 def executions_advance(ids: list[int]) -> dict[str, int]:
     """A worker task's body: advance each run; one broken run never stops the others."""
     outcome: dict[str, int] = {}
+    # One query for the batch instead of one per run.
+    rows = Execution.objects.select_related("workflow", "contact").in_bulk(ids)
     for pk in ids:
         try:
-            status = execution_advance(pk)
+            status = execution_advance(pk, loaded=rows.get(pk)) if pk in rows else ""
         except Exception:  # noqa: BLE001
             log.exception("advancing execution %s failed; the sweep will retry it", pk)
             status = "error"
@@ -465,9 +479,11 @@ def _cancel(queryset, *, by: str, now: datetime) -> int:
             version=F("version") + 1,
             updated_at=now,
         )
-        StepRun.objects.filter(execution_id__in=ids, status=StepRun.WAITING).update(
-            status=StepRun.CANCELLED, finished_at=now
-        )
+        # A visit in progress (a worker mid-step) or a wait ends here too, so the history
+        # shows where the run stopped.
+        StepRun.objects.filter(
+            execution_id__in=ids, status__in=(StepRun.WAITING, StepRun.STARTED)
+        ).update(status=StepRun.CANCELLED, finished_at=now)
     return count
 
 

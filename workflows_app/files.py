@@ -54,8 +54,8 @@ def document_validate(document: Any) -> None:
     unknown = set(document) - {"templates", "workflows"}
     if unknown:
         errors.append(f"unknown top-level keys: {', '.join(sorted(unknown))}")
-    templates = document.get("templates") or []
-    workflows = document.get("workflows") or []
+    templates = document.get("templates", [])
+    workflows = document.get("workflows", [])
     if not isinstance(templates, list) or not isinstance(workflows, list):
         raise DocumentError(["'templates' and 'workflows' must be lists"])
     names = set(Template.objects.values_list("name", flat=True))
