@@ -105,6 +105,9 @@ if DATABASE_URL:
             conn_health_checks=True,
         )
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # The same backend, with a health check that polls the socket instead of a round trip.
+        DATABASES["default"]["ENGINE"] = "config.pgbackend"
 else:
     DATABASES = {
         "default": {
@@ -117,6 +120,9 @@ else:
             },
         }
     }
+# /v1/track's statement is prepared once per connection. Turn off behind a pooler that does not
+# support prepared statements (PgBouncer before 1.21, or without max_prepared_statements).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -19,7 +19,7 @@ urlpatterns = [
     path("v1/track", TrackView.as_view(), name="track"),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
     path("healthz", healthz),
-    # Provider tracking webhooks, e.g. /anymail/postmark/tracking/ (basic auth: ANYMAIL_WEBHOOK_SECRET)
+    # Provider tracking webhooks, e.g. /anymail/postmark/tracking/ (ANYMAIL_WEBHOOK_SECRET)
     path("anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]

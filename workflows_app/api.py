@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework import status
-from rest_framework.response import Response
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from contacts_app.api_errors import ApiError
@@ -19,6 +20,11 @@ _STATUS = {
     "authentication_failed": status.HTTP_401_UNAUTHORIZED,
     "duplicate_request": status.HTTP_409_CONFLICT,
 }
+
+
+_OK_BODY = '{"success":true,"data":{"contact":"%s","event":"%s","timestamp":"%s"}}'
+_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+_RENDERER = JSONRenderer()
 
 
 class TrackView(APIView):
@@ -84,13 +90,17 @@ class TrackView(APIView):
                 key_cache.forget(client.key_hash)
             raise ApiError(_STATUS.get(exc.code, 400), exc.code, exc.message, exc.fields) from None
         apikey_touch(key_id=client.key.id, now=now)
-        return Response(
-            {
-                "success": True,
-                "data": {
-                    "contact": result.contact_id,
-                    "event": result.event_id,
-                    "timestamp": result.timestamp.isoformat(),
-                },
-            }
+        # Written directly: two UUIDs and an ISO timestamp need no escaping, and skipping DRF's
+        # Response rendering (template response, renderer context) is a good share of the
+        # request's Python time. Same bytes and Content-Type as JSONRenderer would give.
+        return HttpResponse(
+            _OK_BODY % (result.contact_id, result.event_id, result.timestamp.isoformat()),
+            content_type="application/json",
         )
+
+    def perform_content_negotiation(self, request, force=False):
+        # The usual Accept headers get JSON without running DRF's negotiation (about a tenth of
+        # the request's Python time); anything else still negotiates (e.g. 406 for text/html).
+        if request.META.get("HTTP_ACCEPT", "*/*") in _JSON_ACCEPT:
+            return _RENDERER, _RENDERER.media_type
+        return super().perform_content_negotiation(request, force)

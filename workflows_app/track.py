@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -267,6 +268,29 @@ _SQL_PLAIN = "WITH" + _KEY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
 _SQL_IDEMPOTENT = "WITH" + _KEY_AND_IDEMPOTENCY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
 
 
+class _PreparedCursor(psycopg.Cursor):
+    """Server-side binding, prepared on first use: the statement is parsed and planned once per
+    connection instead of on every request (planning was about half its database time)."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def _statement_cursor():
+    """A Django cursor (health check, reconnect, error translation, query logging) around a
+    psycopg cursor that binds server-side, and prepares when DATABASE_PREPARED_STATEMENTS is on
+    (turn it off behind a pooler that does not support prepared statements)."""
+    if not settings.DATABASE_PREPARED_STATEMENTS:
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        # What connection.cursor() does, with our cursor class (Django has no hook for it).
+        return connection._prepare_cursor(  # type: ignore[attr-defined]
+            _PreparedCursor(connection.connection)
+        )
+
+
 def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
     params: dict[str, Any] = {
         "key_id": key.id,
@@ -284,7 +308,7 @@ def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | Non
         sql = _SQL_IDEMPOTENT
         params["idem"] = idempotency_key
         params["cutoff"] = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
-    with connection.cursor() as cursor:
+    with _statement_cursor() as cursor:
         cursor.execute(sql, params)
         contact_id, event_id, started, resumed, key_valid = cursor.fetchone()
     if contact_id is None:
