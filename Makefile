@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test install lint typecheck bench-track bench-engine clean
+.PHONY: run test install canvas lint typecheck bench-track bench-engine clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -17,13 +17,25 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 install: .venv/.installed
 
-run: install
+# The admin canvas (static/canvas -> static/dist): npm ci with the committed lock, then esbuild.
+CANVAS_SOURCES := $(wildcard static/canvas/*)
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+static/dist/.built: node_modules/.installed $(CANVAS_SOURCES)
+	npm run --silent build
+	touch $@
+
+canvas: static/dist/.built
+
+run: install canvas
 	@DEBUG=$${DEBUG:-true} .venv/bin/python manage.py migrate --no-input -v0
 	@DEBUG=$${DEBUG:-true} .venv/bin/python manage.py collectstatic --no-input -v0
 	@DEBUG=$${DEBUG:-true} .venv/bin/python manage.py demo
 	@DEBUG=$${DEBUG:-true} .venv/bin/honcho start -f Procfile
 
-test: install
+test: install canvas
 	scripts/test.sh
 
 lint: install
@@ -40,4 +52,4 @@ bench-engine: install
 	.venv/bin/python bench/engine.py
 
 clean:
-	rm -rf .venv .tools staticfiles
+	rm -rf .venv .tools staticfiles node_modules static/dist

@@ -1,36 +1,25 @@
 """Admin for workflows and executions. Every change goes through the services, so the admin can
 not bypass a rule (locking, immutable trigger) that the API and import obey."""
 
-import json
-from typing import Any
+from functools import update_wrapper
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html
 
-from workflows_app import engine
-from workflows_app.graph import (
-    GraphError,
-    WorkflowLocked,
-    graph_validate,
-    workflow_active_count,
-    workflow_graph_document,
-    workflow_save_graph,
-)
+from workflows_app import admin_views, engine
+from workflows_app.admin_views import CANCEL_PERMISSION
+from workflows_app.graph import workflow_active_count
 from workflows_app.models import Execution, StepRun, Workflow
 from workflows_app.services import workflow_create, workflow_update
 
-CANCEL_PERMISSION = "workflows_app.cancel_execution"
-
 
 class WorkflowForm(forms.ModelForm):
-    graph = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 24, "style": "font-family: monospace; width: 90%"}),
-        help_text="Steps and transitions as JSON (see docs/workflow-format.md). Saved whole; "
-        "refused while the workflow has running or waiting executions.",
-    )
+    """Name, description and flags; the graph is edited on the canvas (admin_views.canvas_view)
+    or imported as a file, both through workflow_save_graph."""
 
     class Meta:
         model = Workflow
@@ -41,36 +30,6 @@ class WorkflowForm(forms.ModelForm):
         if self.instance.pk:
             self.fields["trigger_event"].disabled = True
             self.fields["trigger_event"].help_text = "Fixed once created."
-            self.initial["graph"] = json.dumps(workflow_graph_document(self.instance), indent=2)
-        self.graph_document = None
-
-    def clean_graph(self):
-        raw = self.cleaned_data.get("graph") or ""
-        document: dict[str, Any]
-        if not raw.strip():
-            document = {"steps": [], "transitions": []}
-        else:
-            try:
-                document = json.loads(raw)
-            except ValueError as exc:
-                raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
-        if self.instance.pk and document == workflow_graph_document(self.instance):
-            return raw  # unchanged: editing only the name or flags is allowed while locked
-        try:
-            graph_validate(document)
-        except GraphError as exc:
-            raise forms.ValidationError([str(e) for e in _messages(exc)]) from exc
-        if self.instance.pk and (active := workflow_active_count(self.instance)):
-            raise forms.ValidationError(str(WorkflowLocked(self.instance, active)))
-        self.graph_document = document
-        return raw
-
-
-def _messages(exc: GraphError):
-    for error in exc.errors:
-        where = f"Step '{error['step']}'" if error.get("step") else "Graph"
-        field = f" ({error['field']})" if error.get("field") else ""
-        yield f"{where}{field}: {error['message']}"
 
 
 @admin.register(Workflow)
@@ -87,10 +46,64 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     search_fields = ("name", "trigger_event")
     actions = ["enable", "disable", "cancel_all"]
-    fieldsets = (
-        (None, {"fields": ("name", "description", "trigger_event", "allow_reentry", "enabled")}),
-        ("Graph", {"fields": ("graph",)}),
-    )
+    fields = ("name", "description", "trigger_event", "allow_reentry", "enabled")
+    change_form_template = "admin/workflows_app/workflow/change_form.html"
+
+    def get_urls(self):
+        def view(func):
+            def wrapper(request, *args, **kwargs):
+                return func(request, *args, model_admin=self, **kwargs)
+
+            return self.admin_site.admin_view(update_wrapper(wrapper, func))
+
+        info = "workflows_app_workflow"
+        return [
+            path("<int:workflow_id>/canvas/", view(admin_views.canvas_view), name=f"{info}_canvas"),
+            path(
+                "<int:workflow_id>/canvas/fields/",
+                view(admin_views.canvas_fields_view),
+                name=f"{info}_canvas_fields",
+            ),
+            path(
+                "<int:workflow_id>/enabled/", view(admin_views.enabled_view), name=f"{info}_enabled"
+            ),
+            path(
+                "<int:workflow_id>/executions/",
+                view(admin_views.executions_view),
+                name=f"{info}_executions",
+            ),
+            path(
+                "<int:workflow_id>/executions/cancel-all/",
+                view(admin_views.executions_cancel_all_view),
+                name=f"{info}_cancel_all",
+            ),
+            path(
+                "<int:workflow_id>/executions/<int:execution_id>/",
+                view(admin_views.execution_view),
+                name=f"{info}_execution",
+            ),
+            path(
+                "<int:workflow_id>/executions/<int:execution_id>/cancel/",
+                view(admin_views.execution_cancel_view),
+                name=f"{info}_execution_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"tab": "editor", "can_cancel": admin_views.can_cancel(request)}
+        if object_id and object_id.isdigit():
+            workflow = Workflow.objects.filter(pk=object_id).first()
+            if workflow is not None:
+                extra["active"] = workflow_active_count(workflow)
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Straight on to the canvas: a new workflow's next step is always its graph.
+        if "_addanother" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        self.message_user(request, f"Created {obj.name}. Now build its graph on the canvas.")
+        return HttpResponseRedirect(reverse("admin:workflows_app_workflow_change", args=[obj.pk]))
 
     def get_queryset(self, request):
         return (
@@ -104,9 +117,8 @@ class WorkflowAdmin(admin.ModelAdmin):
     @admin.display(description="Active executions", ordering="_active")
     def active_executions(self, obj):
         return format_html(
-            '<a href="/admin/workflows_app/execution/?workflow__id__exact={}'
-            '&status__in=RUNNING,WAITING">{}</a>',
-            obj.pk,
+            '<a href="{}?status=active">{}</a>',
+            reverse("admin:workflows_app_workflow_executions", args=[obj.pk]),
             obj._active,
         )
 
@@ -118,16 +130,10 @@ class WorkflowAdmin(admin.ModelAdmin):
                 description=obj.description,
                 allow_reentry=obj.allow_reentry,
                 enabled=obj.enabled,
-                graph=form.graph_document,
             )
             obj.pk = created.pk
             return
         workflow = Workflow.objects.get(pk=obj.pk)
-        try:
-            if form.graph_document is not None:
-                workflow_save_graph(workflow=workflow, document=form.graph_document)
-        except (WorkflowLocked, GraphError) as exc:
-            messages.error(request, f"The graph was not saved: {exc}")
         workflow_update(
             workflow=workflow,
             name=obj.name,

@@ -1,0 +1,371 @@
+// The side panel: the selected step's name and config form, its outputs and its errors.
+// Field lists, enums and labels come from the step type's JSON schema (the server's STEP_TYPES).
+import React, { useState } from 'react';
+import { branchesFor } from './graph.js';
+
+function enumOf(schema, name) {
+  const prop = schema?.properties?.[name];
+  if (prop?.enum) return prop.enum;
+  for (const option of prop?.anyOf || []) {
+    const ref = option.$ref && schema.$defs?.[option.$ref.split('/').pop()];
+    if (ref?.properties?.unit?.enum) return ref.properties.unit.enum;
+  }
+  return [];
+}
+
+function unitsOf(schema) {
+  if (schema?.properties?.unit?.enum) return schema.properties.unit.enum;
+  for (const def of Object.values(schema?.$defs || {})) {
+    if (def.properties?.unit?.enum) return def.properties.unit.enum;
+  }
+  return [];
+}
+
+function Field({ label, hint, error, children, id }) {
+  return (
+    <div className={`wf-field${error ? ' wf-field-error' : ''}`}>
+      <label htmlFor={id}>{label}</label>
+      {children}
+      {hint && <div className="help">{hint}</div>}
+      {error && <div className="wf-field-message">{error}</div>}
+    </div>
+  );
+}
+
+function Duration({ idPrefix, value, units, onChange, disabled }) {
+  return (
+    <div className="wf-row">
+      <input
+        id={`${idPrefix}-amount`}
+        type="number"
+        min="1"
+        value={value?.amount ?? ''}
+        disabled={disabled}
+        onChange={(e) => onChange({ ...value, amount: e.target.value === '' ? null : Number(e.target.value) })}
+        aria-label="Amount"
+      />
+      <select
+        id={`${idPrefix}-unit`}
+        value={value?.unit || ''}
+        disabled={disabled}
+        onChange={(e) => onChange({ ...value, unit: e.target.value })}
+        aria-label="Unit"
+      >
+        <option value="">unit…</option>
+        {units.map((u) => (
+          <option key={u} value={u}>{u}</option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
+// Rows of key = value; values that read as JSON numbers/booleans/null are stored as such.
+function parseValue(text) {
+  if (/^(-?\d+(\.\d+)?|true|false|null)$/.test(text.trim())) return JSON.parse(text.trim());
+  return text;
+}
+function showValue(value) {
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+function KeyValueRows({ idPrefix, value, onChange, disabled, keyLabel = 'Key', valueLabel = 'Value', parse = parseValue }) {
+  const [rows, setRows] = useState(() => Object.entries(value || {}).map(([k, v]) => [k, showValue(v)]));
+  const emit = (next) => {
+    setRows(next);
+    const out = {};
+    for (const [k, v] of next) if (k.trim()) out[k.trim()] = parse(v);
+    onChange(out);
+  };
+  return (
+    <div className="wf-kv" id={idPrefix}>
+      {rows.map(([k, v], i) => (
+        <div className="wf-row" key={i}>
+          <input aria-label={keyLabel} placeholder={keyLabel} value={k} disabled={disabled}
+            onChange={(e) => emit(rows.map((r, j) => (j === i ? [e.target.value, r[1]] : r)))} />
+          <input aria-label={valueLabel} placeholder={valueLabel} value={v} disabled={disabled}
+            onChange={(e) => emit(rows.map((r, j) => (j === i ? [r[0], e.target.value] : r)))} />
+          <button type="button" className="wf-icon" title="Remove row" aria-label="Remove row" disabled={disabled}
+            onClick={() => emit(rows.filter((_, j) => j !== i))}>×</button>
+        </div>
+      ))}
+      <button type="button" className="wf-add-row" disabled={disabled} onClick={() => setRows([...rows, ['', '']])}>
+        + Add {keyLabel.toLowerCase()}
+      </button>
+    </div>
+  );
+}
+
+function ListRows({ idPrefix, value, onChange, disabled, label }) {
+  const [rows, setRows] = useState(() => [...(value || [])]);
+  const emit = (next) => {
+    setRows(next);
+    onChange(next.map((r) => r.trim()).filter(Boolean));
+  };
+  return (
+    <div className="wf-kv" id={idPrefix}>
+      {rows.map((v, i) => (
+        <div className="wf-row" key={i}>
+          <input aria-label={label} placeholder={label} value={v} disabled={disabled}
+            onChange={(e) => emit(rows.map((r, j) => (j === i ? e.target.value : r)))} />
+          <button type="button" className="wf-icon" aria-label="Remove row" disabled={disabled}
+            onClick={() => emit(rows.filter((_, j) => j !== i))}>×</button>
+        </div>
+      ))}
+      <button type="button" className="wf-add-row" disabled={disabled} onClick={() => setRows([...rows, ''])}>
+        + Add {label.toLowerCase()}
+      </button>
+    </div>
+  );
+}
+
+function SendEmailForm({ config, set, disabled, templates, templateAddUrl, err }) {
+  const chosen = templates.find((t) => t.name === config.template);
+  return (
+    <Field label="Template" id="cfg-template" error={err('template')}>
+      <select id="cfg-template" value={config.template || ''} disabled={disabled}
+        onChange={(e) => set({ ...config, template: e.target.value })}>
+        <option value="">Choose a template…</option>
+        {templates.map((t) => (
+          <option key={t.name} value={t.name}>{t.name} ({t.type})</option>
+        ))}
+        {config.template && !chosen && <option value={config.template}>{config.template} (missing)</option>}
+      </select>
+      <div className="wf-links">
+        {chosen && <a href={chosen.edit_url} target="_blank" rel="noopener" id="cfg-template-edit">Edit “{chosen.name}” ↗</a>}
+        <a href={templateAddUrl} target="_blank" rel="noopener">New template ↗</a>
+      </div>
+    </Field>
+  );
+}
+
+function DelayForm({ config, set, disabled, schema, err }) {
+  return (
+    <Field label="Wait for" id="cfg-delay-amount" error={err('amount') || err('unit')}>
+      <Duration idPrefix="cfg-delay" value={config} units={unitsOf(schema)} disabled={disabled}
+        onChange={(v) => set({ ...config, ...v })} />
+    </Field>
+  );
+}
+
+function WaitForEventForm({ config, set, disabled, schema, err }) {
+  const hasTimeout = config.timeout != null;
+  return (
+    <>
+      <Field label="Event" id="cfg-event" error={err('event')} hint="The tracked event name that continues the run on the “event” output.">
+        <input id="cfg-event" value={config.event || ''} disabled={disabled}
+          onChange={(e) => set({ ...config, event: e.target.value })} />
+      </Field>
+      <Field label="Timeout" id="cfg-timeout-on" error={err('timeout') || err('timeout.amount') || err('timeout.unit')}
+        hint="With a timeout the step gets a “timeout” output, taken if the event does not come in time.">
+        <label className="wf-check">
+          <input id="cfg-timeout-on" type="checkbox" checked={hasTimeout} disabled={disabled}
+            onChange={(e) => set({ ...config, timeout: e.target.checked ? { amount: 1, unit: 'days' } : null })} />
+          Give up after a while
+        </label>
+        {hasTimeout && (
+          <Duration idPrefix="cfg-timeout" value={config.timeout} units={unitsOf(schema)} disabled={disabled}
+            onChange={(v) => set({ ...config, timeout: v })} />
+        )}
+      </Field>
+    </>
+  );
+}
+
+function ConditionForm({ config, set, disabled, schema, err, fields }) {
+  const operators = enumOf(schema, 'operator');
+  const needsValue = !['exists', 'not_exists'].includes(config.operator);
+  return (
+    <>
+      <Field label="Field" id="cfg-field" error={err('field')} hint="contact.<key> or event.<key>; suggestions come from recent data.">
+        <input id="cfg-field" list="cfg-field-suggestions" value={config.field || ''} disabled={disabled}
+          placeholder="contact.plan" autoComplete="off"
+          onChange={(e) => set({ ...config, field: e.target.value })} />
+        <datalist id="cfg-field-suggestions">
+          {fields.map((f) => <option key={f} value={f} />)}
+        </datalist>
+      </Field>
+      <Field label="Operator" id="cfg-operator" error={err('operator')}>
+        <select id="cfg-operator" value={config.operator || ''} disabled={disabled}
+          onChange={(e) => {
+            const next = { ...config, operator: e.target.value };
+            if (['exists', 'not_exists'].includes(e.target.value)) delete next.value;
+            set(next);
+          }}>
+          <option value="">Choose…</option>
+          {operators.map((op) => <option key={op} value={op}>{op.replace(/_/g, ' ')}</option>)}
+        </select>
+      </Field>
+      {needsValue && (
+        <Field label="Value" id="cfg-value" error={err('value') || err('')}>
+          <input id="cfg-value" value={config.value == null ? '' : showValue(config.value)} disabled={disabled}
+            onChange={(e) => set({ ...config, value: e.target.value })} />
+        </Field>
+      )}
+    </>
+  );
+}
+
+function WebhookForm({ config, set, disabled, err }) {
+  const [bodyText, setBodyText] = useState(config.body == null ? '' : JSON.stringify(config.body, null, 2));
+  const [bodyError, setBodyError] = useState('');
+  return (
+    <>
+      <Field label="URL" id="cfg-url" error={err('url')}>
+        <input id="cfg-url" type="url" value={config.url || ''} disabled={disabled} placeholder="https://…"
+          onChange={(e) => set({ ...config, url: e.target.value })} />
+      </Field>
+      <Field label="Headers" id="cfg-headers" error={err('headers')}>
+        <KeyValueRows idPrefix="cfg-headers" value={config.headers} disabled={disabled} keyLabel="Header" parse={(v) => v}
+          onChange={(headers) => set({ ...config, headers })} />
+      </Field>
+      <Field label="Body (JSON)" id="cfg-body" error={bodyError || err('body')}
+        hint="Liquid works in string values. Empty: the contact, event, workflow and execution.">
+        <textarea id="cfg-body" rows="5" value={bodyText} disabled={disabled}
+          onChange={(e) => {
+            setBodyText(e.target.value);
+            if (!e.target.value.trim()) {
+              setBodyError('');
+              const { body, ...rest } = config;
+              set(rest);
+              return;
+            }
+            try {
+              set({ ...config, body: JSON.parse(e.target.value) });
+              setBodyError('');
+            } catch {
+              setBodyError('Not valid JSON yet; the last valid body is kept.');
+            }
+          }} />
+      </Field>
+      <Field label="Timeout (seconds)" id="cfg-timeout-seconds" error={err('timeout_seconds')}>
+        <input id="cfg-timeout-seconds" type="number" min="1" max="30" value={config.timeout_seconds ?? 10} disabled={disabled}
+          onChange={(e) => set({ ...config, timeout_seconds: Number(e.target.value) })} />
+      </Field>
+    </>
+  );
+}
+
+function UpdateContactForm({ config, set, disabled, err }) {
+  const subscribed = config.subscribed == null ? '' : String(config.subscribed);
+  return (
+    <>
+      <Field label="Set" id="cfg-set" error={err('set') || err('')} hint="Numbers and true/false are stored as such.">
+        <KeyValueRows idPrefix="cfg-set" value={config.set} disabled={disabled}
+          onChange={(values) => set({ ...config, set: values })} />
+      </Field>
+      <Field label="Remove" id="cfg-unset" error={err('unset')}>
+        <ListRows idPrefix="cfg-unset" value={config.unset} disabled={disabled} label="Key to remove"
+          onChange={(unset) => set({ ...config, unset })} />
+      </Field>
+      <Field label="Subscription" id="cfg-subscribed" error={err('subscribed')}>
+        <select id="cfg-subscribed" value={subscribed} disabled={disabled}
+          onChange={(e) => set({ ...config, subscribed: e.target.value === '' ? null : e.target.value === 'true' })}>
+          <option value="">Leave unchanged</option>
+          <option value="true">Subscribe</option>
+          <option value="false">Unsubscribe</option>
+        </select>
+      </Field>
+    </>
+  );
+}
+
+function ExitForm({ config, set, disabled, err }) {
+  return (
+    <Field label="Reason" id="cfg-reason" error={err('reason')} hint="Recorded on the execution as its exit reason.">
+      <input id="cfg-reason" value={config.reason || ''} disabled={disabled}
+        onChange={(e) => set({ ...config, reason: e.target.value })} />
+    </Field>
+  );
+}
+
+// A step type the canvas has no form for yet still gets edited, as JSON against its schema.
+function JsonForm({ config, set, disabled, err }) {
+  const [text, setText] = useState(JSON.stringify(config, null, 2));
+  const [bad, setBad] = useState('');
+  return (
+    <Field label="Config (JSON)" id="cfg-json" error={bad || err('')}>
+      <textarea id="cfg-json" rows="8" value={text} disabled={disabled}
+        onChange={(e) => {
+          setText(e.target.value);
+          try {
+            set(JSON.parse(e.target.value));
+            setBad('');
+          } catch {
+            setBad('Not valid JSON yet.');
+          }
+        }} />
+    </Field>
+  );
+}
+
+const FORMS = {
+  send_email: SendEmailForm,
+  delay: DelayForm,
+  wait_for_event: WaitForEventForm,
+  condition: ConditionForm,
+  webhook: WebhookForm,
+  update_contact: UpdateContactForm,
+  exit: ExitForm,
+};
+
+function Outputs({ node, kind, nodes, edges, onConnectPort, readOnly }) {
+  const ports = branchesFor(kind, node.data.config);
+  if (!ports.length) return <p className="help">{kind.label} ends the run: it has no outputs.</p>;
+  return (
+    <div className="wf-outputs">
+      {ports.map((branch) => {
+        const edge = edges.find((e) => e.source === node.id && (e.sourceHandle || 'next') === branch);
+        return (
+          <div className="wf-row" key={branch}>
+            <label htmlFor={`out-${branch}`} className="wf-port-name">{branch}</label>
+            <select id={`out-${branch}`} value={edge ? edge.target : ''} disabled={readOnly}
+              onChange={(e) => onConnectPort(node.id, branch, e.target.value)}>
+              <option value="">— ends the run —</option>
+              {nodes.filter((n) => n.type === 'step' && n.id !== node.id).map((n) => (
+                <option key={n.id} value={n.id}>{n.data.name || n.id}</option>
+              ))}
+            </select>
+          </div>
+        );
+      })}
+    </div>
+  );
+}
+
+export function ConfigPanel({ node, kind, errors, readOnly, templates, templateAddUrl, fields, nodes, edges, onChange, onDelete, onConnectPort }) {
+  if (!node) return null;
+  const config = node.data.config || {};
+  const err = (field) => {
+    const hit = errors.find((e) => e.field === (field ? `config.${field}` : 'config'));
+    return hit ? hit.message : '';
+  };
+  const Form = FORMS[node.data.stepType] || JsonForm;
+  const other = errors.filter((e) => !e.field || !e.field.startsWith('config'));
+  return (
+    <aside className="wf-panel" aria-label="Step settings" data-testid="config-panel" key={node.id}>
+      <div className="wf-panel-head">
+        <strong>{kind?.label || node.data.stepType}</strong>
+        <code className="wf-key" title="The step's key: stable, history refers to it">{node.id}</code>
+      </div>
+      {kind?.description && <p className="help">{kind.description}</p>}
+      {other.length > 0 && (
+        <ul className="errorlist" data-testid="panel-errors">
+          {other.map((e, i) => <li key={i}>{e.message}</li>)}
+        </ul>
+      )}
+      {Object.keys(config).length === 0 && err('') && <ul className="errorlist"><li>{err('')}</li></ul>}
+      <Field label="Name" id="cfg-name">
+        <input id="cfg-name" value={node.data.name || ''} disabled={readOnly} placeholder={node.id}
+          onChange={(e) => onChange({ name: e.target.value })} />
+      </Field>
+      <Form config={config} set={(c) => onChange({ config: c })} disabled={readOnly} schema={kind?.config_schema}
+        err={err} templates={templates} templateAddUrl={templateAddUrl} fields={fields} />
+      <h3 className="wf-panel-sub">Outputs</h3>
+      <Outputs node={node} kind={kind} nodes={nodes} edges={edges} onConnectPort={onConnectPort} readOnly={readOnly} />
+      {!readOnly && (
+        <button type="button" className="wf-delete" onClick={onDelete}>Delete step</button>
+      )}
+    </aside>
+  );
+}

@@ -1,0 +1,117 @@
+// The two node kinds on the canvas: the trigger and a step (with one output port per branch).
+import React, { useContext, useEffect } from 'react';
+import { Handle, Position, useUpdateNodeInternals } from '@xyflow/react';
+import { branchesFor } from './graph.js';
+import { CanvasContext } from './context.js';
+
+const COUNT_LABELS = [
+  ['waiting', 'waiting now'],
+  ['passed', 'passed through'],
+  ['failed', 'failed here'],
+  ['exited', 'exited here'],
+];
+
+function Counts({ counts }) {
+  if (!counts) return null;
+  return (
+    <div className="wf-node-counts" aria-label="Live counts">
+      {COUNT_LABELS.map(([key, label]) => (
+        <span key={key} className={`wf-count wf-count-${key}${counts[key] ? '' : ' wf-count-zero'}`} title={label} data-count={key}>
+          {counts[key] || 0} {key}
+        </span>
+      ))}
+    </div>
+  );
+}
+
+export function TriggerNode({ data }) {
+  const { counts } = useContext(CanvasContext);
+  const entered = counts?.trigger?.entered ?? 0;
+  return (
+    <div className="wf-node wf-node-trigger" data-testid="node-trigger">
+      <div className="wf-node-type">Trigger</div>
+      <div className="wf-node-title">
+        When <code>{data.event}</code> is tracked
+      </div>
+      <div className="wf-node-counts">
+        <span className="wf-count" title="executions started">{entered} entered</span>
+      </div>
+      <Handle type="source" position={Position.Bottom} id="next" className="wf-handle" />
+    </div>
+  );
+}
+
+function summary(type, config) {
+  switch (type) {
+    case 'send_email':
+      return config.template ? `Template “${config.template}”` : 'No template chosen';
+    case 'delay':
+      return config.amount ? `${config.amount} ${config.unit || ''}` : 'No duration set';
+    case 'wait_for_event':
+      return config.event
+        ? `${config.event}${config.timeout ? `, at most ${config.timeout.amount} ${config.timeout.unit}` : ''}`
+        : 'No event set';
+    case 'condition':
+      return config.field ? `${config.field} ${(config.operator || '').replace(/_/g, ' ')} ${config.value ?? ''}` : 'No field set';
+    case 'webhook':
+      return config.url || 'No URL set';
+    case 'update_contact': {
+      const n = Object.keys(config.set || {}).length + (config.unset || []).length;
+      return `${n} change${n === 1 ? '' : 's'}${config.subscribed != null ? ', subscription' : ''}`;
+    }
+    case 'exit':
+      return config.reason || 'End the run';
+    default:
+      return '';
+  }
+}
+
+export function StepNode({ id, data, selected }) {
+  const { palette, counts, errorsByStep } = useContext(CanvasContext);
+  const kind = palette[data.stepType];
+  const ports = branchesFor(kind, data.config);
+  const errors = errorsByStep[id] || [];
+  const updateNodeInternals = useUpdateNodeInternals();
+  const portKey = ports.join(',');
+  // Ports come and go with the config (a timeout set or cleared): React Flow must re-measure
+  // the handles, or edges from a new port are not drawn.
+  useEffect(() => updateNodeInternals(id), [id, portKey, updateNodeInternals]);
+  return (
+    <div
+      className={`wf-node wf-node-step wf-type-${data.stepType}${selected ? ' wf-selected' : ''}${errors.length ? ' wf-has-errors' : ''}`}
+      data-testid={`node-${id}`}
+      data-step-key={id}
+    >
+      <Handle type="target" position={Position.Top} id="in" className="wf-handle" />
+      <div className="wf-node-type">{kind ? kind.label : data.stepType}</div>
+      <div className="wf-node-title">{data.name || id}</div>
+      <div className="wf-node-summary">{summary(data.stepType, data.config || {})}</div>
+      {errors.length > 0 && (
+        <div className="wf-node-errors" role="alert" data-testid={`errors-${id}`}>
+          {errors.map((e, i) => (
+            <div key={i}>{e.field ? `${e.field.replace(/^config\./, '')}: ` : ''}{e.message}</div>
+          ))}
+        </div>
+      )}
+      <Counts counts={counts?.[id]} />
+      <div className="wf-ports">
+        {ports.map((branch, i) => (
+          <span key={branch} className={`wf-port-label wf-port-${branch}`} style={{ left: `${((i + 1) * 100) / (ports.length + 1)}%` }}>
+            {branch}
+          </span>
+        ))}
+      </div>
+      {ports.map((branch, i) => (
+        <Handle
+          key={branch}
+          type="source"
+          position={Position.Bottom}
+          id={branch}
+          className={`wf-handle wf-handle-${branch}`}
+          style={{ left: `${((i + 1) * 100) / (ports.length + 1)}%` }}
+          data-testid={`port-${id}-${branch}`}
+        />
+      ))}
+    </div>
+  );
+}

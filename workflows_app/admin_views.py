@@ -1,0 +1,351 @@
+"""The workflow page's extra admin views: the canvas's JSON endpoints, the Executions tab, the
+execution page, cancelling and enable/disable. Thin: each parses input, checks the permission
+and calls a service (canvas_save -> workflow_save_graph, engine.execution_cancel /
+executions_cancel_all, workflow_update). WorkflowAdmin.get_urls wires them in.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_http_methods, require_POST
+
+from workflows_app import engine
+from workflows_app.canvas import (
+    canvas_field_suggestions,
+    canvas_lock,
+    canvas_save,
+    canvas_state,
+    canvas_step_counts,
+)
+from workflows_app.graph import GraphError, WorkflowLocked, workflow_active_count
+from workflows_app.models import Execution, StepRun, Workflow
+from workflows_app.services import workflow_update
+
+if TYPE_CHECKING:
+    from workflows_app.admin import WorkflowAdmin
+
+CANCEL_PERMISSION = "workflows_app.cancel_execution"
+PAGE_SIZE = 50
+STATUS_FILTERS = ["active", *(s for s, _ in Execution.STATUS_CHOICES)]
+
+
+def can_cancel(request: HttpRequest) -> bool:
+    return request.user.has_perm(CANCEL_PERMISSION)
+
+
+def _workflow(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin) -> Workflow:
+    workflow = get_object_or_404(Workflow, pk=workflow_id)
+    if not model_admin.has_view_permission(request, workflow):
+        raise PermissionDenied
+    return workflow
+
+
+def _json_error(status: int, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"ok": False, "message": message, **extra}, status=status)
+
+
+# --- Canvas JSON ------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "PUT", "POST"])
+def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
+    """GET: graph + palette + templates + lock + live counts. PUT/POST {graph, graph_version?}:
+    saves the whole graph (200), or 400 {errors: [{step, field, message}]}, 409 when locked or
+    changed by someone else meanwhile, 403 without the change permission."""
+    workflow = get_object_or_404(Workflow, pk=workflow_id)
+    if not model_admin.has_view_permission(request, workflow):
+        return _json_error(403, "You may not view this workflow.")
+    if request.method == "GET":
+        if request.GET.get("only") == "counts":
+            return JsonResponse(
+                {"counts": canvas_step_counts(workflow), "lock": canvas_lock(workflow)}
+            )
+        state = canvas_state(workflow)
+        state["can_change"] = model_admin.has_change_permission(request, workflow)
+        return JsonResponse(state)
+
+    if not model_admin.has_change_permission(request, workflow):
+        return _json_error(403, "You may not change this workflow.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _json_error(400, "The request body is not valid JSON.", errors=[])
+    if not isinstance(body, dict) or "graph" not in body:
+        return _json_error(400, "Send {graph: {steps, transitions}}.", errors=[])
+    expected = body.get("graph_version")
+    if expected is not None and expected != workflow.graph_version:
+        return _json_error(
+            409,
+            "Someone else saved this workflow's graph since you opened it. Reload to see "
+            "their version (your changes are not saved).",
+            conflict=True,
+        )
+    try:
+        canvas_save(workflow=workflow, document=body["graph"])
+    except GraphError as exc:
+        return _json_error(
+            400, "The graph was not saved; fix the problems shown.", errors=exc.errors
+        )
+    except WorkflowLocked as exc:
+        return _json_error(409, str(exc), locked=True, active=exc.active)
+    state = canvas_state(workflow)
+    state["ok"] = True
+    return JsonResponse(state)
+
+
+def canvas_fields_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    return JsonResponse({"fields": canvas_field_suggestions(workflow)})
+
+
+# --- Enable / disable -------------------------------------------------------------------------
+
+
+@require_POST
+def enabled_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
+    workflow = get_object_or_404(Workflow, pk=workflow_id)
+    if not model_admin.has_change_permission(request, workflow):
+        raise PermissionDenied
+    enabled = request.POST.get("enabled") == "true"
+    workflow_update(workflow=workflow, enabled=enabled)
+    if enabled:
+        messages.success(
+            request, f"Enabled: each new '{workflow.trigger_event}' event now starts a run."
+        )
+    else:
+        active = workflow_active_count(workflow)
+        messages.success(
+            request,
+            f"Disabled: no new executions start. The {active} active execution(s) carry on; "
+            "cancel them from the Executions tab to stop them.",
+        )
+    return redirect(reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+
+
+# --- Executions tab ---------------------------------------------------------------------------
+
+
+def _cursor(execution: Execution) -> str:
+    return f"{execution.started_at.isoformat()}_{execution.pk}"
+
+
+def _parse_cursor(raw: str) -> tuple[datetime, int] | None:
+    when, _, pk = raw.rpartition("_")
+    parsed = parse_datetime(when) if when else None
+    if parsed is None or not pk.isdigit():
+        return None
+    return parsed, int(pk)
+
+
+def _waiting_text(execution: Execution) -> str:
+    if execution.status != Execution.WAITING:
+        return ""
+    return f"event '{execution.waiting_for}'" if execution.waiting_for else "timer"
+
+
+def _keyset_page(
+    queryset, statuses: list[str], before, after
+) -> tuple[list[Execution], bool, bool]:
+    """One page, newest first, as (rows, has_newer, has_older). Each status is read through
+    the (workflow, status, started_at) index and the pages merged, so "all statuses" costs
+    six short index range scans rather than sorting every execution of the workflow."""
+    newer = after is not None
+    if newer:
+        when, pk = after
+        queryset = queryset.filter(Q(started_at__gt=when) | Q(started_at=when, pk__gt=pk))
+        order = ("started_at", "id")
+    else:
+        if before:
+            when, pk = before
+            queryset = queryset.filter(Q(started_at__lt=when) | Q(started_at=when, pk__lt=pk))
+        order = ("-started_at", "-id")
+    rows: list[Execution] = []
+    for status in statuses:
+        rows += queryset.filter(status=status).order_by(*order)[: PAGE_SIZE + 1]
+    rows.sort(key=lambda e: (e.started_at, e.pk), reverse=not newer)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if newer:
+        return rows[::-1], more, True
+    return rows, before is not None, more
+
+
+def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
+    """Newest first, keyset-paginated on (started_at, id): a page costs the same at row 50 or
+    100,000, and nothing counts the whole table."""
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    status = request.GET.get("status", "")
+    if status not in STATUS_FILTERS:
+        status = ""
+    q = request.GET.get("q", "").strip()
+    queryset = Execution.objects.filter(workflow=workflow).select_related("contact", "current_step")
+    if q:
+        queryset = queryset.filter(contact__email__contains=q.lower())
+    if status == "active":
+        statuses = list(Execution.ACTIVE)
+    elif status:
+        statuses = [status]
+    else:
+        statuses = [s for s, _ in Execution.STATUS_CHOICES]
+    before = _parse_cursor(request.GET.get("before", ""))
+    after = _parse_cursor(request.GET.get("after", ""))
+    page, has_newer, has_older = _keyset_page(queryset, statuses, before, after)
+
+    def link(**params: str) -> str:
+        keep = {"status": status, "q": q, **params}
+        return "?" + "&".join(f"{k}={v}" for k, v in ((k, _quote(v)) for k, v in keep.items()) if v)
+
+    rows = [{"execution": e, "waiting": _waiting_text(e)} for e in page]
+    active = workflow_active_count(workflow)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": Workflow._meta,
+        "original": workflow,
+        "workflow": workflow,
+        "title": f"Executions of {workflow.name}",
+        "tab": "executions",
+        "rows": rows,
+        "status": status,
+        "q": q,
+        "statuses": [("", "All"), ("active", "Active"), *Execution.STATUS_CHOICES],
+        "status_links": [
+            (value, label, link(status=value) if value else link(status=""))
+            for value, label in [("", "All"), ("active", "Active"), *Execution.STATUS_CHOICES]
+        ],
+        "older_url": link(before=_cursor(page[-1])) if has_older and page else "",
+        "newer_url": link(after=_cursor(page[0])) if has_newer and page else "",
+        "first_url": link() if before or after else "",
+        "active": active,
+        "can_cancel": can_cancel(request),
+    }
+    return TemplateResponse(request, "admin/workflows_app/workflow/executions.html", context)
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def execution_view(
+    request: HttpRequest, workflow_id: int, execution_id: int, *, model_admin: WorkflowAdmin
+):
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    execution = get_object_or_404(
+        Execution.objects.select_related("contact", "current_step", "trigger"),
+        pk=execution_id,
+        workflow=workflow,
+    )
+    runs = list(
+        StepRun.objects.filter(execution=execution).select_related("step", "message").order_by("id")
+    )
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": Workflow._meta,
+        "original": workflow,
+        "workflow": workflow,
+        "execution": execution,
+        "title": f"Execution #{execution.pk}",
+        "tab": "executions",
+        "runs": [
+            {
+                "run": run,
+                "name": (run.step.name or run.step.key) if run.step else run.step_key,
+                "output": _pretty(run.output) if run.output is not None else "",
+            }
+            for run in runs
+        ],
+        "waiting": _waiting_text(execution),
+        "context_json": _pretty(execution.context),
+        "contact_data_json": _pretty(execution.contact.data),
+        "can_cancel": can_cancel(request),
+    }
+    return TemplateResponse(request, "admin/workflows_app/workflow/execution.html", context)
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+# --- Cancelling (GET: a confirmation stating the number; POST: do it) -------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def execution_cancel_view(
+    request: HttpRequest, workflow_id: int, execution_id: int, *, model_admin: WorkflowAdmin
+):
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    if not can_cancel(request):
+        raise PermissionDenied
+    execution = get_object_or_404(
+        Execution.objects.select_related("contact"), pk=execution_id, workflow=workflow
+    )
+    back = reverse("admin:workflows_app_workflow_execution", args=[workflow.pk, execution.pk])
+    if request.method == "POST":
+        done = engine.execution_cancel(execution=execution, by=request.user.get_username())
+        if done:
+            messages.success(request, f"Cancelled execution #{execution.pk}.")
+        else:
+            messages.warning(request, f"Execution #{execution.pk} had already ended.")
+        return redirect(_safe_next(request) or back)
+    return _confirm(
+        model_admin,
+        request,
+        workflow,
+        count=1 if execution.is_active else 0,
+        question=f"Cancel execution #{execution.pk} of {execution.contact.email}?",
+        back=_safe_next(request) or back,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def executions_cancel_all_view(
+    request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin
+):
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    if not can_cancel(request):
+        raise PermissionDenied
+    back = reverse("admin:workflows_app_workflow_executions", args=[workflow.pk])
+    if request.method == "POST":
+        count = engine.executions_cancel_all(workflow=workflow, by=request.user.get_username())
+        messages.success(request, f"Cancelled {count} execution(s) of {workflow.name}.")
+        return redirect(back)
+    active = workflow_active_count(workflow)
+    return _confirm(
+        model_admin,
+        request,
+        workflow,
+        count=active,
+        question=f"Cancel all active executions of {workflow.name}?",
+        back=back,
+    )
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    return target if target.startswith("/admin/") else ""
+
+
+def _confirm(model_admin, request, workflow, *, count: int, question: str, back: str):
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": Workflow._meta,
+        "original": workflow,
+        "workflow": workflow,
+        "title": question,
+        "tab": "executions",
+        "count": count,
+        "back": back,
+    }
+    return TemplateResponse(request, "admin/workflows_app/workflow/cancel_confirm.html", context)
