@@ -205,3 +205,17 @@ def test_it_enables_and_disables_stating_the_effect(admin_client):
     assert not Execution.objects.filter(contact__email="late@example.com").exists()
     admin_client.post(url, {"enabled": "true"})
     assert Workflow.objects.get(pk=workflow.pk).enabled
+
+
+def test_the_workflow_page_shows_the_webhook_signing_secret(db, django_user_model):
+    from django.test import Client
+
+    from workflows_app.services import workflow_create
+
+    workflow = workflow_create(name="Signed", trigger_event="e")
+    client = Client()
+    client.force_login(django_user_model.objects.create_superuser("root", "r@example.com", "pw"))
+    page = client.get(f"/admin/workflows_app/workflow/{workflow.pk}/change/")
+    assert page.status_code == 200
+    assert workflow.signing_secret.startswith("whsec_")
+    assert workflow.signing_secret in page.content.decode()

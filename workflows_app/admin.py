@@ -47,6 +47,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     search_fields = ("name", "trigger_event")
     actions = ["enable", "disable", "cancel_all"]
     fields = ("name", "description", "trigger_event", "allow_reentry", "enabled")
+    readonly_fields = ("webhook_signing_secret",)
     change_form_template = "admin/workflows_app/workflow/change_form.html"
 
     def get_urls(self):
@@ -89,6 +90,18 @@ class WorkflowAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def get_fields(self, request, obj=None):
+        return self.fields + (("webhook_signing_secret",) if obj else ())
+
+    @admin.display(description="Webhook signing secret")
+    def webhook_signing_secret(self, obj):
+        return format_html(
+            "<code>{}</code><div class='help'>Webhook steps sign their requests with this "
+            "(Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature). Verify with "
+            "any Standard Webhooks library.</div>",
+            obj.signing_secret,
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra = {"tab": "editor", "can_cancel": admin_views.can_cancel(request)}
