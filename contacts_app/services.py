@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
@@ -64,6 +65,28 @@ def contact_update_data(
     unset: list[str] | None = None,
     subscribed: bool | None = None,
 ) -> Contact:
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        # One statement (row lock, merge, write) instead of a transaction of four: this runs
+        # for every Update Contact step, so it is on the engine's hot path.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Contact._meta.db_table} SET data = (data || %s::jsonb) - %s::text[], "
+                "subscribed = COALESCE(%s, subscribed), updated_at = %s WHERE id = %s "
+                "RETURNING id, email, subscribed, data, created_at, updated_at",
+                [json.dumps(set or {}), list(unset or []), subscribed, now, contact.pk],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise Contact.DoesNotExist(f"contact {contact.pk} does not exist")
+        values = list(row)
+        if isinstance(values[3], str):
+            values[3] = json.loads(values[3])
+        return Contact.from_db(
+            connection.alias,
+            ["id", "email", "subscribed", "data", "created_at", "updated_at"],
+            values,
+        )
     with transaction.atomic():
         fresh = Contact.objects.select_for_update().get(pk=contact.pk)
         data = {**fresh.data, **(set or {})}
@@ -72,7 +95,7 @@ def contact_update_data(
         fresh.data = data
         if subscribed is not None:
             fresh.subscribed = subscribed
-        fresh.updated_at = timezone.now()
+        fresh.updated_at = now
         fresh.save(update_fields=["data", "subscribed", "updated_at"])
     return fresh
 
