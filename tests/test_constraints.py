@@ -18,7 +18,9 @@ def pair(db):
 
 def test_a_second_entry_into_a_no_reentry_workflow_is_refused_even_after_the_first_ended(pair):
     workflow, contact = pair
-    Execution.objects.create(workflow=workflow, contact=contact, status=Execution.COMPLETED, once=True)
+    Execution.objects.create(
+        workflow=workflow, contact=contact, status=Execution.COMPLETED, once=True
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
         Execution.objects.create(workflow=workflow, contact=contact, once=True)
 

@@ -28,8 +28,9 @@ def marketing(db):
 
 @pytest.fixture
 def transactional(db):
-    return Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="Receipt",
-                                   html="<p>r</p>")
+    return Template.objects.create(
+        name="T", type=Template.TRANSACTIONAL, subject="Receipt", html="<p>r</p>"
+    )
 
 
 @pytest.fixture
@@ -84,10 +85,18 @@ def test_marketing_is_skipped_when_unsubscribed_at_the_moment_of_sending(
     assert not Message.objects.exists()
 
 
-def test_a_send_interrupted_after_the_provider_call_is_not_repeated(contact, marketing, anymail_test):
+def test_a_send_interrupted_after_the_provider_call_is_not_repeated(
+    contact, marketing, anymail_test
+):
     # What a worker killed between the provider's acceptance and the ledger update leaves.
-    Message.objects.create(idempotency_key="k1", contact=contact, to_email=contact.email,
-                           from_email="a@b.c", subject="s", status=Message.SENDING)
+    Message.objects.create(
+        idempotency_key="k1",
+        contact=contact,
+        to_email=contact.email,
+        from_email="a@b.c",
+        subject="s",
+        status=Message.SENDING,
+    )
     result = message_send(idempotency_key="k1", template=marketing, contact=contact)
     assert not result.sent_now
     assert not mail.outbox
@@ -103,8 +112,14 @@ def test_with_an_idempotent_provider_the_interrupted_send_is_retried_with_the_sa
     settings.EMAIL_BACKEND = "templates_app.backends.ResendEmailBackend"
     settings.EMAIL_PROVIDER_IDEMPOTENT = True
     settings.ANYMAIL = {"RESEND_API_KEY": "re_test", "RESEND_API_URL": httpserver.url_for("/")}
-    Message.objects.create(idempotency_key="exec-1-run-2", contact=contact, to_email=contact.email,
-                           from_email="a@b.c", subject="s", status=Message.SENDING)
+    Message.objects.create(
+        idempotency_key="exec-1-run-2",
+        contact=contact,
+        to_email=contact.email,
+        from_email="a@b.c",
+        subject="s",
+        status=Message.SENDING,
+    )
     result = message_send(idempotency_key="exec-1-run-2", template=marketing, contact=contact)
     assert result.sent_now
     request, _ = httpserver.log[0]
@@ -114,7 +129,9 @@ def test_with_an_idempotent_provider_the_interrupted_send_is_retried_with_the_sa
     assert (message.status, message.provider_message_id) == (Message.SENT, "re_123")
 
 
-def test_a_transient_provider_error_frees_the_key_for_a_retry(contact, marketing, settings, httpserver):
+def test_a_transient_provider_error_frees_the_key_for_a_retry(
+    contact, marketing, settings, httpserver
+):
     httpserver.expect_oneshot_request("/emails").respond_with_data("busy", status=503)
     httpserver.expect_oneshot_request("/emails").respond_with_json({"id": "re_9"})
     settings.EMAIL_BACKEND = "templates_app.backends.ResendEmailBackend"

@@ -12,8 +12,9 @@ from templates_app.services import template_render
 def render_for(subject="", html="", text="", **contact):
     who, _ = contact_upsert(email="ann@example.com", data=contact)
     template = Template(name="t", subject=subject, html=html, text=text)
-    return template_render(template=template, contact=who, context={"plan": "pro"},
-                           workflow_name="Onboarding")
+    return template_render(
+        template=template, contact=who, context={"plan": "pro"}, workflow_name="Onboarding"
+    )
 
 
 def test_it_renders_contact_data_reserved_variables_and_event(db):
@@ -29,33 +30,42 @@ def test_it_renders_contact_data_reserved_variables_and_event(db):
 
 
 def test_it_uses_the_default_filter_and_renders_unknown_variables_empty(db):
-    rendered = render_for(subject="Hi {{ firstName | default: \"there\" }}!",
-                          html="[{{ nothing.here }}]")
+    rendered = render_for(
+        subject='Hi {{ firstName | default: "there" }}!', html="[{{ nothing.here }}]"
+    )
     assert rendered.subject == "Hi there!"
     assert rendered.html == "[]"
 
 
 def test_it_escapes_contact_data_in_html_but_not_in_subject(db):
-    rendered = render_for(subject="{{ firstName }}", html="<p>{{ firstName }}</p>",
-                          firstName="<b>Ann</b>")
+    rendered = render_for(
+        subject="{{ firstName }}", html="<p>{{ firstName }}</p>", firstName="<b>Ann</b>"
+    )
     assert rendered.html == "<p>&lt;b&gt;Ann&lt;/b&gt;</p>"
     assert rendered.subject == "<b>Ann</b>"
 
 
 def test_it_derives_the_text_body_from_html(db):
-    rendered = render_for(subject="s", html="<style>p{}</style><p>Hello</p><p><a href='https://x.test'>Go</a></p>")
+    rendered = render_for(
+        subject="s", html="<style>p{}</style><p>Hello</p><p><a href='https://x.test'>Go</a></p>"
+    )
     assert rendered.text == "Hello\n\nGo (https://x.test)"
 
 
 def test_it_caps_runaway_loops():
     with pytest.raises(TemplateError):
-        render(subject="s", html_body="{% for i in (1..100000000) %}x{% endfor %}",
-               text_body="", variables={})
+        render(
+            subject="s",
+            html_body="{% for i in (1..100000000) %}x{% endfor %}",
+            text_body="",
+            variables={},
+        )
 
 
 def test_it_keeps_explicit_text_bodies():
-    rendered = render(subject="s", html_body="<p>H</p>", text_body="Plain {{ a }}",
-                      variables={"a": 1})
+    rendered = render(
+        subject="s", html_body="<p>H</p>", text_body="Plain {{ a }}", variables={"a": 1}
+    )
     assert rendered.text == "Plain 1"
 
 
@@ -83,32 +93,43 @@ def staff(db, django_user_model):
 
 def test_the_live_preview_renders_unsaved_text_for_a_contact(staff):
     contact_upsert(email="bob@example.com", data={"firstName": "Bob"})
-    response = staff.post("/admin/templates_app/template/preview/", {
-        "subject": "Hi {{ firstName }}", "html": "<p>{{ contact.firstName }}</p>", "text": "",
-        "contact": "BOB@example.com",
-    })
+    response = staff.post(
+        "/admin/templates_app/template/preview/",
+        {
+            "subject": "Hi {{ firstName }}",
+            "html": "<p>{{ contact.firstName }}</p>",
+            "text": "",
+            "contact": "BOB@example.com",
+        },
+    )
     assert response.status_code == 200
     assert response.json()["subject"] == "Hi Bob"
     assert response.json()["html"] == "<p>Bob</p>"
 
 
 def test_the_live_preview_uses_sample_data_and_reports_errors(staff):
-    ok = staff.post("/admin/templates_app/template/preview/",
-                    {"subject": "{{ firstName }}", "html": "x", "sample": '{"firstName": "Zed"}'})
+    ok = staff.post(
+        "/admin/templates_app/template/preview/",
+        {"subject": "{{ firstName }}", "html": "x", "sample": '{"firstName": "Zed"}'},
+    )
     assert ok.json()["subject"] == "Zed"
     bad = staff.post("/admin/templates_app/template/preview/", {"subject": "{% if %}", "html": "x"})
     assert bad.status_code == 400
     assert "line 1" in bad.json()["errors"]["subject"]
-    unknown = staff.post("/admin/templates_app/template/preview/",
-                         {"subject": "s", "html": "x", "contact": "nobody@example.com"})
+    unknown = staff.post(
+        "/admin/templates_app/template/preview/",
+        {"subject": "s", "html": "x", "contact": "nobody@example.com"},
+    )
     assert unknown.status_code == 400
 
 
 def test_send_test_email_goes_to_the_user(staff, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     template = Template.objects.create(name="T", subject="Hello {{ firstName }}", html="<p>x</p>")
-    response = staff.post(f"/admin/templates_app/template/{template.pk}/send-test/",
-                          {"sample": '{"firstName": "Ada"}'})
+    response = staff.post(
+        f"/admin/templates_app/template/{template.pk}/send-test/",
+        {"sample": '{"firstName": "Ada"}'},
+    )
     assert response.status_code == 302
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["boss@example.com"]

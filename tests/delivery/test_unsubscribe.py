@@ -25,8 +25,11 @@ def test_one_click_post_unsubscribes_at_once(db):
     contact, _ = contact_upsert(email="ann@example.com")
     # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click", without CSRF token.
     client = Client(enforce_csrf_checks=True)
-    response = client.post(path_of(unsubscribe_url(contact)), "List-Unsubscribe=One-Click",
-                           content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        path_of(unsubscribe_url(contact)),
+        "List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 200
     assert Contact.objects.get().subscribed is False
 

@@ -24,9 +24,15 @@ def hook_flow(track, make_workflow, httpserver):
             steps.append({"key": "tag", "type": "update_contact", "config": {"set": {"hooked": 1}}})
             transitions.append({"from": "notify", "to": "tag"})
         workflow = make_workflow(steps, transitions, trigger="order.paid")
-        track.post({"event": "order.paid", "email": "ann@example.com",
-                    "data": {"total": 42, "firstName": "Ann"}})
+        track.post(
+            {
+                "event": "order.paid",
+                "email": "ann@example.com",
+                "data": {"total": 42, "firstName": "Ann"},
+            }
+        )
         return workflow
+
     return build
 
 
@@ -35,7 +41,9 @@ def requests_to(httpserver, path="/hook"):
 
 
 def test_it_posts_the_default_payload_signed_per_standard_webhooks(hook_flow, httpserver):
-    httpserver.expect_request("/hook", method="POST").respond_with_json({"ok": True, "tier": "gold"})
+    httpserver.expect_request("/hook", method="POST").respond_with_json(
+        {"ok": True, "tier": "gold"}
+    )
     workflow = hook_flow()
     drain()
     [request] = requests_to(httpserver)
@@ -69,10 +77,20 @@ def test_a_tampered_body_fails_verification(hook_flow, httpserver):
 
 def test_the_body_template_renders_liquid_in_strings(hook_flow, httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    hook_flow(body={"text": "Hi {{ firstName }}, total {{ event.total }}", "n": 1, "list": ["{{ email }}"]})
+    hook_flow(
+        body={
+            "text": "Hi {{ firstName }}, total {{ event.total }}",
+            "n": 1,
+            "list": ["{{ email }}"],
+        }
+    )
     drain()
     [request] = requests_to(httpserver)
-    assert json.loads(request.data) == {"text": "Hi Ann, total 42", "n": 1, "list": ["ann@example.com"]}
+    assert json.loads(request.data) == {
+        "text": "Hi Ann, total 42",
+        "n": 1,
+        "list": ["ann@example.com"],
+    }
 
 
 def test_retries_keep_the_same_webhook_id_and_wait_in_the_database(hook_flow, httpserver):
@@ -141,9 +159,14 @@ def test_loopback_is_refused_unless_allowed(hook_flow, httpserver, settings):
 def test_a_dns_name_resolving_to_loopback_is_refused(track, make_workflow, httpserver, settings):
     settings.WEBHOOK_ALLOW_LOOPBACK = False
     httpserver.expect_request("/hook").respond_with_data("ok")
-    url = httpserver.url_for("/hook").replace("127.0.0.1", "localhost").replace("[::1]", "localhost")
-    make_workflow([{"key": "n", "type": "webhook", "config": {"url": url}}],
-                  [{"from": "trigger", "to": "n"}], trigger="x")
+    url = (
+        httpserver.url_for("/hook").replace("127.0.0.1", "localhost").replace("[::1]", "localhost")
+    )
+    make_workflow(
+        [{"key": "n", "type": "webhook", "config": {"url": url}}],
+        [{"from": "trigger", "to": "n"}],
+        trigger="x",
+    )
     track.post({"event": "x", "email": "ann@example.com"})
     drain()
     assert Execution.objects.get().status == Execution.FAILED
@@ -188,5 +211,7 @@ def test_only_http_urls_are_accepted(make_workflow):
     from workflows_app.graph import GraphError
 
     with pytest.raises(GraphError, match="URL"):
-        make_workflow([{"key": "n", "type": "webhook", "config": {"url": "file:///etc/passwd"}}],
-                      [{"from": "trigger", "to": "n"}])
+        make_workflow(
+            [{"key": "n", "type": "webhook", "config": {"url": "file:///etc/passwd"}}],
+            [{"from": "trigger", "to": "n"}],
+        )
