@@ -23,7 +23,7 @@ class ReferenceSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
     event = serializers.CharField(max_length=255)
     subscribed = serializers.BooleanField(required=False, allow_null=True, default=None)
-    data = serializers.DictField(required=False, default=dict)
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
 
 
 class ReferenceView(APIView):

@@ -60,6 +60,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -613,7 +614,7 @@ class Bench:
         if p.codes:
             log(f"  {'':<22} statuses: {dict(sorted(p.codes.items()))}")
 
-    def row_counts(self) -> dict[str, object]:
+    def row_counts(self) -> dict[str, Any]:
         """Table fingerprint, read once the server has finished the requests wrk left in flight
         (wrk stops on time; the server still completes what it had accepted)."""
         previous = None
@@ -623,9 +624,10 @@ class Bench:
                 return current
             previous = current
             time.sleep(0.2)
+        assert previous is not None
         return previous
 
-    def _row_counts(self) -> dict[str, object]:
+    def _row_counts(self) -> dict[str, Any]:
         with self.db() as conn:
             return {
                 "contacts": conn.execute("SELECT count(*) FROM contacts_app_contact").fetchone()[0],
