@@ -177,6 +177,8 @@ ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 300)
 CLOCK_INTERVAL_MS = env_int("CLOCK_INTERVAL_MS", 200)
 CLOCK_BATCH_SIZE = env_int("CLOCK_BATCH_SIZE", 200)
 CLOCK_SWEEP_SECONDS = env_int("CLOCK_SWEEP_SECONDS", 60)
+# The clock stops claiming while this many tasks wait for a worker (back-pressure).
+CLOCK_MAX_QUEUED_TASKS = env_int("CLOCK_MAX_QUEUED_TASKS", 40)
 
 # --- Background worker (django-q2, database broker) -------------------------------------------
 Q_CLUSTER = {

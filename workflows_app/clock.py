@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
+from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from contacts_app.models import IdempotencyKey, RateLimitWindow
@@ -25,8 +26,14 @@ TASK_SIZE = 25  # executions per worker task: a batch per task, not a step per t
 
 
 def clock_tick(*, now: datetime | None = None) -> int:
-    """One iteration: claim due runs and enqueue them. Returns how many were claimed."""
+    """One iteration: claim due runs and enqueue them. Returns how many were claimed.
+
+    Claims nothing while the workers are behind (CLOCK_MAX_QUEUED_TASKS tasks queued): a claim
+    starts the run's lease, and a run left queued past its lease would be handed out twice.
+    """
     now = now or timezone.now()
+    if OrmQ.objects.count() >= settings.CLOCK_MAX_QUEUED_TASKS:
+        return 0
     with transaction.atomic():
         ids = engine.executions_claim_due(now=now, limit=settings.CLOCK_BATCH_SIZE)
         for start in range(0, len(ids), TASK_SIZE):
