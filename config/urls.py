@@ -2,8 +2,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found, server_error
 
 from contacts_app import views as contact_views
+from contacts_app.api import ContactDetailView
+from contacts_app.api_errors import error_body
 from workflows_app.api import TrackView
 
 admin.site.site_header = "Lifecycle"
@@ -17,6 +20,7 @@ def healthz(request):
 
 urlpatterns = [
     path("v1/track", TrackView.as_view(), name="track"),
+    path("v1/contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
     path("healthz", healthz),
     # Provider tracking webhooks, e.g. /anymail/postmark/tracking/ (ANYMAIL_WEBHOOK_SECRET)
@@ -28,3 +32,24 @@ if settings.BENCH_REFERENCE_ENDPOINT:  # the baseline bench/track.py compares /v
     from bench.reference import ReferenceView
 
     urlpatterns.append(path("bench/reference", ReferenceView.as_view(), name="bench-reference"))
+
+
+def _api_or(default):
+    """API paths answer errors in JSON; every other page keeps Django's own."""
+
+    def handler(request, *args, **kwargs):
+        if request.path.startswith("/v1/"):
+            status = 404 if default is page_not_found else 500
+            code, message = (
+                ("not_found", "No such API endpoint.")
+                if status == 404
+                else ("internal_error", "Something went wrong on our side; it is logged.")
+            )
+            return JsonResponse(error_body(code, message), status=status)
+        return default(request, *args, **kwargs)
+
+    return handler
+
+
+handler404 = _api_or(page_not_found)
+handler500 = _api_or(server_error)

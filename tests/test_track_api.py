@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from contacts_app.models import ApiKey, Contact, Event, IdempotencyKey
@@ -742,3 +742,39 @@ def test_it_rejects_a_bad_key_with_at_most_one_query(
     with django_assert_num_queries(0):
         assert_error(track.post(VALID, key="x" * 500), 401, "authentication_failed")
     assert counts() == NOTHING
+
+
+# --- The secret-key API --------------------------------------------------------------------------
+
+
+def test_a_secret_key_reads_a_contact_by_email_or_id(track, secret_key):
+    created = track.post({"event": "e", "email": "Ann@Example.com", "data": {"plan": "pro"}})
+    contact_id = created.json()["data"]["contact"]
+    client = Client()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {secret_key}"}
+    by_email = client.get("/v1/contacts/ANN@example.com", **auth)
+    by_id = client.get(f"/v1/contacts/{contact_id}", **auth)
+    assert by_email.status_code == by_id.status_code == 200
+    assert by_email.json() == by_id.json()
+    assert by_email.json()["data"]["data"] == {"plan": "pro"}
+    missing = client.get("/v1/contacts/nobody@example.com", **auth)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_public_key_gets_403_on_a_secret_endpoint(track, public_key):
+    track.post({"event": "e", "email": "ann@example.com"})
+    response = Client().get(
+        "/v1/contacts/ann@example.com", HTTP_AUTHORIZATION=f"Bearer {public_key}"
+    )
+    assert response.status_code == 403
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "permission_denied"
+    assert "secret key" in body["error"]["message"]
+
+
+def test_an_unknown_api_path_answers_json_404(secret_key):
+    response = Client().get("/v1/nothing-here", HTTP_AUTHORIZATION=f"Bearer {secret_key}")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
