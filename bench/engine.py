@@ -35,16 +35,20 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.benchdb import (  # noqa: E402 - run as a script from any folder
+    PYTHON,
+    ROOT,
+    BenchDatabase,
+    migrate_and_setup_django,
+)
+
 STEPS_PER_RUN = 3
 TARGET_ADVANCES = 1000.0
 TARGET_P99 = 1.0
@@ -53,12 +57,6 @@ DELAY_SECONDS = 60  # the timed delay; its StepRun starts DELAY_SECONDS before i
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -104,65 +102,18 @@ class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-        self.throwaway_dir: Path | None = None
-        self.server_url = ""
-        self.db_name = args.db_name or f"bench_engine_{os.getpid()}"
+        self.db = BenchDatabase(args.db_name or f"bench_engine_{os.getpid()}", log)
         self.db_url = ""
-        self.db_created = False
         self.procs: dict[str, subprocess.Popen] = {}
         self.results: dict[str, float] = {}
 
     # -- database ---------------------------------------------------------------------------------
     def start_database(self) -> None:
-        base = os.environ.get("DATABASE_URL", "")
-        if not base:
-            self.throwaway_dir = Path(tempfile.mkdtemp(prefix="bench-engine-pg-"))
-            port = free_port()
-            log(f"DATABASE_URL unset: starting a throwaway PostgreSQL on port {port}")
-            out = subprocess.run(
-                [
-                    str(ROOT / "scripts" / "pg-throwaway.sh"),
-                    "start",
-                    str(self.throwaway_dir),
-                    str(port),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            base = out.stdout.strip().splitlines()[-1]
-        if not base.startswith(("postgres://", "postgresql://")):
-            raise SystemExit(f"DATABASE_URL must be a PostgreSQL URL, got {base!r}")
-        self.server_url = base
-        parts = urlsplit(base)
-        self.db_url = urlunsplit(parts._replace(path="/" + self.db_name))
-        with self.admin_connection() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
-        log(f"database {self.db_name} created on {parts.hostname}:{parts.port or 5432}")
-
-    def admin_connection(self):
-        import psycopg
-
-        parts = urlsplit(self.server_url)
-        return psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
+        self.db.create()
+        self.db_url = self.db.url
 
     def drop_database(self) -> None:
-        if self.db_created:
-            from django.db import connections
-
-            connections.close_all()
-            with contextlib.suppress(Exception), self.admin_connection() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                log(f"database {self.db_name} dropped")
-        if self.throwaway_dir:
-            subprocess.run(
-                [str(ROOT / "scripts" / "pg-throwaway.sh"), "stop", str(self.throwaway_dir)],
-                check=False,
-                capture_output=True,
-            )
-            shutil.rmtree(self.throwaway_dir, ignore_errors=True)
+        self.db.drop()
 
     def app_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -178,19 +129,7 @@ class Bench:
         return env
 
     def setup_django(self) -> None:
-        env = self.app_env()
-        subprocess.run(
-            [str(PYTHON), "manage.py", "migrate", "--no-input", "-v0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        os.environ.update(env)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        migrate_and_setup_django(self.app_env())
 
     def sql(self, statement: str, params: dict | None = None) -> list[tuple]:
         from django.db import connection

@@ -51,7 +51,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,10 +60,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = ROOT / ".venv" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.benchdb import (  # noqa: E402 - run as a script from any folder
+    ROOT,
+    BenchDatabase,
+    free_port,
+    migrate_and_setup_django,
+)
+
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 
 # Tried on the 2-core machine (sync --workers 4; gthread 2x4, 2x8, 3x2, 4x2, 4x4): 2 workers x 4
@@ -220,12 +224,6 @@ def lua(body: str, *, count_codes: bool, **values) -> str:
 # --- processes and measurements ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def log(message: str) -> None:
     print(message, flush=True)
 
@@ -311,71 +309,19 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-track-"))
-        self.throwaway_dir: Path | None = None
-        self.server_url = ""
-        self.db_name = args.db_name or f"bench_track_{os.getpid()}"
+        self.db = BenchDatabase(args.db_name or f"bench_track_{os.getpid()}", log)
         self.db_url = ""
-        self.db_created = False
         self.gunicorn: subprocess.Popen | None = None
         self.port = free_port()
         self.key = ""
 
     # -- database ---------------------------------------------------------------------------------
     def start_database(self) -> None:
-        base = os.environ.get("DATABASE_URL", "")
-        if not base:
-            self.throwaway_dir = Path(tempfile.mkdtemp(prefix="bench-track-pg-"))
-            port = free_port()
-            log(f"DATABASE_URL unset: starting a throwaway PostgreSQL on port {port}")
-            base = (
-                subprocess.run(
-                    [
-                        str(ROOT / "scripts" / "pg-throwaway.sh"),
-                        "start",
-                        str(self.throwaway_dir),
-                        str(port),
-                    ],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-        if not base.startswith(("postgres://", "postgresql://")):
-            raise SystemExit(f"DATABASE_URL must be a PostgreSQL URL, got {base!r}")
-        self.server_url = base
-        parts = urlsplit(base)
-        self.db_url = urlunsplit(parts._replace(path="/" + self.db_name))
-        with self.admin_connection() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
-        log(f"database {self.db_name} created on {parts.hostname}:{parts.port or 5432}")
-
-    def admin_connection(self):
-        import psycopg
-
-        parts = urlsplit(self.server_url)
-        return psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
-
-    def db(self):
-        import psycopg
-
-        return psycopg.connect(self.db_url, autocommit=True)
+        self.db.create()
+        self.db_url = self.db.url
 
     def drop_database(self) -> None:
-        if self.db_created:
-            with contextlib.suppress(Exception), self.admin_connection() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                log(f"database {self.db_name} dropped")
-        if self.throwaway_dir:
-            subprocess.run(
-                [str(ROOT / "scripts" / "pg-throwaway.sh"), "stop", str(self.throwaway_dir)],
-                check=False,
-                capture_output=True,
-            )
-            shutil.rmtree(self.throwaway_dir, ignore_errors=True)
+        self.db.drop()
 
     # -- the app ----------------------------------------------------------------------------------
     def app_env(self) -> dict[str, str]:
@@ -393,19 +339,7 @@ class Bench:
         return env
 
     def migrate_and_seed(self) -> None:
-        env = self.app_env()
-        subprocess.run(
-            [str(PYTHON), "manage.py", "migrate", "--no-input", "-v0"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-        )
-        os.environ.update(env)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-        sys.path.insert(0, str(ROOT))
-        import django
-
-        django.setup()
+        migrate_and_setup_django(self.app_env())
         from django.db import connection
         from django.utils import timezone
 
@@ -524,10 +458,10 @@ class Bench:
 
     # -- load -------------------------------------------------------------------------------------
     def db_backend_pids(self) -> list[int]:
-        with self.db() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.db_name,),
+                (self.db.name,),
             ).fetchall()
         pids = []
         for (pid,) in rows:
@@ -628,7 +562,7 @@ class Bench:
         return previous
 
     def _row_counts(self) -> dict[str, Any]:
-        with self.db() as conn:
+        with self.db.connect() as conn:
             return {
                 "contacts": conn.execute("SELECT count(*) FROM contacts_app_contact").fetchone()[0],
                 "events": conn.execute("SELECT count(*) FROM contacts_app_event").fetchone()[0],
@@ -733,7 +667,7 @@ class Bench:
         return 1 if (a.strict and not met) else 0
 
     def waiting_left(self) -> int:
-        with self.db() as conn:
+        with self.db.connect() as conn:
             return conn.execute(
                 "SELECT count(*) FROM workflows_app_execution WHERE status = 'WAITING'"
             ).fetchone()[0]
