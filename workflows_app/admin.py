@@ -265,6 +265,7 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected executions", permissions=["cancel"])
     def cancel(self, request, queryset):
-        by = request.user.get_username()
-        count = sum(engine.execution_cancel(execution=e, by=by) for e in queryset)
+        count = engine.executions_cancel(
+            ids=list(queryset.values_list("id", flat=True)), by=request.user.get_username()
+        )
         self.message_user(request, f"Cancelled {count} execution(s).")

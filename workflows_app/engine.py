@@ -526,7 +526,12 @@ def executions_advance(ids: list[int]) -> dict[str, int]:
 
 def _cancel(queryset, *, by: str, now: datetime) -> int:
     with transaction.atomic():
-        ids = list(queryset.filter(status__in=Execution.ACTIVE).values_list("id", flat=True))
+        # Locked, so the step-run update below only touches runs this call really cancels.
+        ids = list(
+            queryset.filter(status__in=Execution.ACTIVE)
+            .select_for_update()
+            .values_list("id", flat=True)
+        )
         count = Execution.objects.filter(pk__in=ids, status__in=Execution.ACTIVE).update(
             status=Execution.CANCELLED,
             wake_at=None,
@@ -551,6 +556,11 @@ def execution_cancel(*, execution: Execution, by: str = "", now: datetime | None
     return bool(
         _cancel(Execution.objects.filter(pk=execution.pk), by=by, now=now or timezone.now())
     )
+
+
+def executions_cancel(*, ids: list[int], by: str = "", now: datetime | None = None) -> int:
+    """Cancels the active runs among `ids` in one transaction; returns how many."""
+    return _cancel(Execution.objects.filter(pk__in=ids), by=by, now=now or timezone.now())
 
 
 def executions_cancel_all(*, workflow: Workflow, by: str = "", now: datetime | None = None) -> int:
