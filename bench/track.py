@@ -419,6 +419,8 @@ class Bench:
     def start_gunicorn(self) -> None:
         command = [
             str(GUNICORN),
+            "-c",
+            "config/gunicorn.conf.py",
             "config.wsgi:application",
             "--bind",
             f"127.0.0.1:{self.port}",

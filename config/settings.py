@@ -1,8 +1,12 @@
 """All settings, each from the environment with a safe default (see README's settings table)."""
 
 import os
+import pkgutil
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import anymail
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -13,11 +17,22 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def env_bool(name: str, default: bool = False) -> bool:
+    """A typo (`DEBUG=ture`, `SECURE_SSL_REDIRECT=enabled`) stops the start-up, instead of
+    quietly meaning "off"."""
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    word = value.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise ImproperlyConfigured(
+            f"{name} must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)} (or empty), got {value!r}"
+        )
+    return word in TRUE_WORDS
 
 
 def env_int(name: str, default: int) -> int:
@@ -56,15 +71,19 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "django_q",
     "anymail",
+    "axes",
     "contacts_app",
     "templates_app",
     "workflows_app",
+    # After workflows_app: its `qcluster` command (clean shutdown) wraps django-q2's, and of
+    # two commands with one name Django runs the one of the app listed first.
+    "django_q",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RejectNulQueryMiddleware",  # NUL in a query parameter: 400, not 500
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -136,24 +157,58 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the static files (whitenoise serves them from there).
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER_ENABLED=true.
-if env_bool("SECURE_PROXY_SSL_HEADER_ENABLED"):
+# --- HTTPS and the proxy in front (README: "Running in production") ---------------------------
+# Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER_ENABLED=true: the proxy's
+# X-Forwarded-Proto says whether the request was HTTPS, and its X-Forwarded-For says who sent it
+# (PROXY_COUNT proxies append to it; the address they saw is trusted, what the client wrote is not).
+SECURE_PROXY_SSL_HEADER_ENABLED = env_bool("SECURE_PROXY_SSL_HEADER_ENABLED", False)
+if SECURE_PROXY_SSL_HEADER_ENABLED:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+PROXY_COUNT = env_int("PROXY_COUNT", 1 if SECURE_PROXY_SSL_HEADER_ENABLED else 0)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# A load balancer's health check may come over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS is remembered by browsers for SECURE_HSTS_SECONDS: turn it on once HTTPS works.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = PUBLIC_URL.startswith("https://")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Admin login throttling (django-axes) -----------------------------------------------------
+# AXES_FAILURE_LIMIT wrong passwords for one username from one address lock that pair out for
+# AXES_COOLOFF_MINUTES. Unlock early: delete the AccessAttempt in the admin, or
+# `manage.py axes_reset` (everything) / `axes_reset_username NAME` / `axes_reset_ip ADDRESS`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The address is REMOTE_ADDR, or behind PROXY_COUNT proxies the one they put in X-Forwarded-For.
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
+# No "BEGIN version ..." / "Successful login" INFO lines on every command and login; lockouts
+# are still logged as warnings.
+AXES_VERBOSE = False
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["contacts_app.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["contacts_app.auth.IsSecretKey"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Refuses NaN/Infinity, out-of-range numbers and deep nesting with a 400, never a 500.
+    "DEFAULT_PARSER_CLASSES": ["contacts_app.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "contacts_app.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -167,6 +222,10 @@ IDEMPOTENCY_WINDOW_SECONDS = env_int("IDEMPOTENCY_WINDOW_SECONDS", 24 * 3600)
 # Seconds a process trusts its memory of an API key (kind, rate limit). Revocation is checked
 # in the database on every /v1/track call regardless.
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 30)
+# Requests per minute for public keys (pk_, published in web pages) without a limit of their own.
+PUBLIC_KEY_RATE_LIMIT_PER_MINUTE = env_int("PUBLIC_KEY_RATE_LIMIT_PER_MINUTE", 600)
+# A contact's stored data, as JSON text, never grows past this (0: no cap).
+CONTACT_MAX_DATA_BYTES = env_int("CONTACT_MAX_DATA_BYTES", 256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRACK_MAX_BODY_BYTES, 2_621_440)
 # Serves bench/reference.py at POST /bench/reference, for bench/track.py only; never in production.
 BENCH_REFERENCE_ENDPOINT = env_bool("BENCH_REFERENCE_ENDPOINT", False)
@@ -205,9 +264,23 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", Fals
 # Allows loopback (127.0.0.0/8, ::1) only, every other private range stays refused.
 WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
 WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+# Caps every Webhook step's timeout_seconds (the whole call: connect, redirects, headers, body).
+WEBHOOK_MAX_TIMEOUT_SECONDS = env_int("WEBHOOK_MAX_TIMEOUT_SECONDS", 30)
+
+# --- Templates --------------------------------------------------------------------------------
+# One render (preview, test send, workflow send, a Webhook body) taking longer fails with a
+# clear error; size and range limits are in templates_app/rendering.py.
+TEMPLATE_RENDER_TIMEOUT_SECONDS = env_int("TEMPLATE_RENDER_TIMEOUT_SECONDS", 2)
 
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_PROVIDER = env("EMAIL_PROVIDER", "console")
+# The installed django-anymail's providers: its backend modules, read from disk (importing
+# them at settings time would need settings).
+ANYMAIL_PROVIDERS = sorted(
+    module.name
+    for module in pkgutil.iter_modules([str(Path(anymail.__file__).parent / "backends")])
+    if module.name not in ("base", "base_requests", "console")
+)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Lifecycle <hello@example.com>")
 if EMAIL_PROVIDER == "console":
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
@@ -222,23 +295,55 @@ elif EMAIL_PROVIDER == "locmem":
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 elif EMAIL_PROVIDER == "resend":
     EMAIL_BACKEND = "templates_app.backends.ResendEmailBackend"
-else:
+elif EMAIL_PROVIDER in ANYMAIL_PROVIDERS:
     # Any django-anymail provider by its module name: postmark, sendgrid, mailgun, amazon_ses,
-    # resend, brevo, sparkpost, test ... with its keys in ANYMAIL_* variables.
+    # brevo, sparkpost, test ... with its keys in ANYMAIL_* variables.
     EMAIL_BACKEND = f"anymail.backends.{EMAIL_PROVIDER}.EmailBackend"
+else:
+    raise ImproperlyConfigured(
+        f"EMAIL_PROVIDER {EMAIL_PROVIDER!r} is not a provider. Valid: "
+        + ", ".join(dict.fromkeys(["console", "smtp", "locmem", "resend", *ANYMAIL_PROVIDERS]))
+    )
 # Providers that de-duplicate on our ledger key: a send interrupted mid-way may be retried.
 EMAIL_PROVIDER_IDEMPOTENT = EMAIL_PROVIDER in ("resend",)
-ANYMAIL = {
+ANYMAIL: dict[str, Any] = {
     key.removeprefix("ANYMAIL_"): value
     for key, value in os.environ.items()
     if key.startswith("ANYMAIL_")
 }
+# Seconds any one network operation of a send may take (SMTP: each socket operation; the HTTP
+# providers of django-anymail: connect and each read). A send is a few of them.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
+ANYMAIL_REQUESTS_TIMEOUT = EMAIL_TIMEOUT  # read by anymail unless ANYMAIL_REQUESTS_TIMEOUT is set
+if "REQUESTS_TIMEOUT" in ANYMAIL:  # from the environment: a number, not a string
+    try:
+        ANYMAIL["REQUESTS_TIMEOUT"] = float(ANYMAIL["REQUESTS_TIMEOUT"])
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            "ANYMAIL_REQUESTS_TIMEOUT must be a number of seconds, got "
+            f"{ANYMAIL['REQUESTS_TIMEOUT']!r}"
+        ) from exc
+
+# A run's lease must comfortably outlast its longest step (the lease is renewed before each
+# step with a side effect): otherwise the sweep hands the run to a second worker while the
+# first is still in the step, and the same visit runs twice at once.
+ENGINE_STEP_BOUND_SECONDS = max(WEBHOOK_MAX_TIMEOUT_SECONDS, EMAIL_TIMEOUT)
+if ENGINE_LEASE_SECONDS < 2 * ENGINE_STEP_BOUND_SECONDS:
+    raise ImproperlyConfigured(
+        f"ENGINE_LEASE_SECONDS ({ENGINE_LEASE_SECONDS}) must be at least twice the longest a "
+        f"step may take: {ENGINE_STEP_BOUND_SECONDS} s, the larger of "
+        "WEBHOOK_MAX_TIMEOUT_SECONDS and EMAIL_TIMEOUT. Raise it, or lower those."
+    )
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Unsubscribe tokens are credentials: never written (e.g. "Bad Request: /unsubscribe/...").
+    "filters": {"redact": {"()": "config.redact.RedactFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

@@ -1,12 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
+from django.db import DatabaseError, connection
 from django.http import JsonResponse
-from django.urls import include, path
+from django.urls import path
 from django.views.defaults import page_not_found, server_error
 
 from contacts_app import views as contact_views
 from contacts_app.api import ContactDetailView
 from contacts_app.api_errors import error_body
+from templates_app.webhooks import tracking_webhook
 from workflows_app.api import TrackView
 
 admin.site.site_header = "Lifecycle"
@@ -15,7 +17,17 @@ admin.site.index_title = "Workflows, contacts and email"
 
 
 def healthz(request):
-    return JsonResponse({"ok": True})
+    """200 when this process can reach its database (one trivial query), else 503, so a load
+    balancer stops sending work to an instance that can only fail it."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError:
+        return JsonResponse(
+            {"ok": False, "database": "unavailable"}, status=503, headers={"Retry-After": "10"}
+        )
+    return JsonResponse({"ok": True, "database": "ok"})
 
 
 urlpatterns = [
@@ -23,8 +35,9 @@ urlpatterns = [
     path("v1/contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
     path("healthz", healthz),
-    # Provider tracking webhooks, e.g. /anymail/postmark/tracking/ (ANYMAIL_WEBHOOK_SECRET)
-    path("anymail/", include("anymail.urls")),
+    # The configured provider's tracking webhook only, e.g. /anymail/postmark/tracking/; it
+    # refuses everything until its secrets are set (templates_app/webhooks.py).
+    path("anymail/<str:provider>/tracking/", tracking_webhook, name="provider-tracking"),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,7 +1,12 @@
+import json
+
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
+from contacts_app import safejson
 from contacts_app.models import ApiKey, Contact, Event
 from contacts_app.services import apikey_create, apikey_revoke
 
@@ -23,8 +28,43 @@ class EventInline(admin.TabularInline):
         return qs.filter(id__in=ids)
 
 
+class StrictJSONField(forms.JSONField):
+    """The admin's JSON input with the API's rules: no NaN/Infinity, no out-of-range numbers,
+    no deep nesting; the reason is shown instead of a generic "Enter a valid JSON"."""
+
+    def to_python(self, value):
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            safejson.loads(value)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
+        return super().to_python(value)
+
+
+class ContactForm(forms.ModelForm):
+    class Meta:
+        model = Contact
+        fields = ("email", "subscribed", "data")
+        field_classes = {"data": StrictJSONField}
+
+    def clean_data(self):
+        value = self.cleaned_data.get("data")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Contact data must be a JSON object.")
+        if problem := safejson.unstorable(value):
+            raise forms.ValidationError(f"Contact data can not be stored: {problem}.")
+        cap = getattr(settings, "CONTACT_MAX_DATA_BYTES", 256 * 1024)
+        if len(json.dumps(value)) > cap:
+            raise forms.ValidationError(f"Contact data is larger than {cap} bytes.")
+        return value
+
+
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
+    form = ContactForm
     list_display = ("email", "subscribed", "created_at", "updated_at")
     list_filter = ("subscribed",)
     search_fields = ("email",)

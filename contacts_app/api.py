@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts_app.api_errors import ApiError
+from contacts_app.emails import email_error
 from contacts_app.models import Contact
 from contacts_app.services import normalize_email
 
@@ -27,10 +28,26 @@ class ContactDetailView(APIView):
     """GET /v1/contacts/<id or email>: one contact, with its data."""
 
     def get(self, request, lookup: str):
-        try:
-            contact = Contact.objects.filter(pk=uuid.UUID(lookup)).first()
-        except ValueError:
-            contact = Contact.objects.filter(email=normalize_email(lookup)).first()
+        contact = Contact.objects.filter(**contact_lookup(lookup)).first()
         if contact is None:
             raise ApiError(404, "not_found", "No contact with this id or email.")
         return Response({"success": True, "data": contact_json(contact)})
+
+
+def contact_lookup(lookup: str) -> dict[str, object]:
+    """Filter arguments for a contact id or email from a URL; a value that is neither (NUL,
+    over-long, not an address) is a 400 naming `lookup`, before any query."""
+    if len(lookup) <= 45:  # the longest spelling of a UUID ("urn:uuid:" + 36)
+        try:
+            return {"pk": uuid.UUID(lookup)}
+        except ValueError:
+            pass
+    email = normalize_email(lookup) if len(lookup) <= 1000 else lookup
+    if problem := email_error(email):
+        raise ApiError(
+            400,
+            "validation_error",
+            "Not a contact id or email address.",
+            {"lookup": f"A contact id (UUID) or an email address. {problem}"},
+        )
+    return {"email": email}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -50,6 +52,12 @@ _CODES = {
 def exception_handler(exc, context):
     if isinstance(exc, ApiError):
         return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.headers)
+    if isinstance(exc, RequestDataTooBig):  # Django's own limit, met when DRF reads the body
+        return error_response(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            "payload_too_large",
+            f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+        )
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("database unavailable: %s", exc)
         return error_response(

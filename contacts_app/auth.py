@@ -41,7 +41,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 "Missing API key: send 'Authorization: Bearer <key>'."
             )
         raw = bearer_key(header)
-        if len(raw) > 200:
+        if len(raw) > 200 or not raw.isascii():  # keys are short URL-safe ASCII
             raise exceptions.AuthenticationFailed("Invalid API key.")
         key_hash, info = apikey_lookup(raw)
         if info is None:

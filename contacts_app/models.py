@@ -2,9 +2,12 @@ import hashlib
 import secrets
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+from contacts_app.emails import email_error, normalize_email
 
 
 class Contact(models.Model):
@@ -29,8 +32,14 @@ class Contact(models.Model):
         return self.email
 
     def save(self, *args, **kwargs):
-        self.email = self.email.strip().lower()
+        self.email = normalize_email(self.email)
         super().save(*args, **kwargs)
+
+    def clean(self):
+        # The admin's form: the same rules as /v1/track (IDNA domain, 64-character local part).
+        self.email = normalize_email(self.email)
+        if problem := email_error(self.email):
+            raise ValidationError({"email": problem})
 
 
 class Event(models.Model):

@@ -54,6 +54,7 @@ def depth(value: Any) -> int:
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
+        items: Any
         if isinstance(item, dict):
             items = item.values()
         elif isinstance(item, list):

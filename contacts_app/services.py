@@ -16,27 +16,59 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
+from contacts_app.emails import normalize_email
 from contacts_app.models import ApiKey, Contact, Event, RateLimitWindow
+
+__all__ = ["normalize_email"]  # re-exported: the one normal form of an address (emails.py)
 
 # --- Contacts and events ----------------------------------------------------------------------
 
 
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
+class ContactDataTooLarge(ValueError):
+    """The contact's data would pass CONTACT_MAX_DATA_BYTES; nothing was written."""
+
+    def __init__(self, limit: int, size: int | None = None):
+        self.limit = limit
+        would_be = f" ({size} bytes)" if size is not None else ""
+        super().__init__(
+            f"The contact's data would be larger than {limit} bytes as JSON{would_be} "
+            "(CONTACT_MAX_DATA_BYTES); nothing was changed."
+        )
+
+
+def contact_data_size(data: dict[str, Any]) -> int:
+    """Size of contact data as measured against CONTACT_MAX_DATA_BYTES: its JSON text in UTF-8
+    bytes (what PostgreSQL's `octet_length(data::text)` measures, give or take number spelling)."""
+    return len(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _check_data_size(data: dict[str, Any]) -> None:
+    limit = settings.CONTACT_MAX_DATA_BYTES
+    if limit and (size := contact_data_size(data)) > limit:
+        raise ContactDataTooLarge(limit, size)
 
 
 def contact_upsert(
-    *, email: str, subscribed: bool | None = None, data: dict[str, Any] | None = None
+    *,
+    email: str,
+    subscribed: bool | None = None,
+    data: dict[str, Any] | None = None,
+    may_resubscribe: bool = True,
 ) -> tuple[Contact, bool]:
     """Create the contact or merge `data` into it (top-level keys); returns (contact, created).
 
     `subscribed` changes only when given; new contacts are subscribed unless told otherwise.
+    With `may_resubscribe=False` (a public key) `subscribed=True` does not change an existing
+    contact: only the contact may undo an unsubscribe. Raises ContactDataTooLarge, writing
+    nothing, when the merged data would pass CONTACT_MAX_DATA_BYTES.
     """
     email = normalize_email(email)
     now = timezone.now()
     with transaction.atomic():
         contact = Contact.objects.select_for_update().filter(email=email).first()
         if contact is None:
+            if data:
+                _check_data_size(data)
             contact, created = Contact.objects.get_or_create(
                 email=email,
                 defaults={
@@ -50,8 +82,10 @@ def contact_upsert(
                 return contact, True
             contact = Contact.objects.select_for_update().get(pk=contact.pk)
         if data:
-            contact.data = {**contact.data, **data}
-        if subscribed is not None:
+            merged = {**contact.data, **data}
+            _check_data_size(merged)
+            contact.data = merged
+        if subscribed is not None and (may_resubscribe or not subscribed):
             contact.subscribed = subscribed
         contact.updated_at = now
         contact.save(update_fields=["data", "subscribed", "updated_at"])
@@ -65,19 +99,32 @@ def contact_update_data(
     unset: list[str] | None = None,
     subscribed: bool | None = None,
 ) -> Contact:
+    """Raises ContactDataTooLarge, writing nothing, when the data would pass
+    CONTACT_MAX_DATA_BYTES (only setting keys can grow it)."""
     now = timezone.now()
+    limit = settings.CONTACT_MAX_DATA_BYTES if set else 0
     if connection.vendor == "postgresql":
         # One statement (row lock, merge, write) instead of a transaction of four: this runs
         # for every Update Contact step, so it is on the engine's hot path.
+        merged = "(data || %s::jsonb) - %s::text[]"
+        changes: list[Any] = [json.dumps(set or {}), list(unset or [])]
+        params: list[Any] = [*changes, subscribed, now, contact.pk]
+        within_limit = ""
+        if limit:  # the cap in the same statement: nothing is written past it
+            within_limit = f" AND octet_length(({merged})::text) <= %s"
+            params += [*changes, limit]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {Contact._meta.db_table} SET data = (data || %s::jsonb) - %s::text[], "
-                "subscribed = COALESCE(%s, subscribed), updated_at = %s WHERE id = %s "
+                f"UPDATE {Contact._meta.db_table} SET data = {merged}, "
+                "subscribed = COALESCE(%s, subscribed), updated_at = %s "
+                f"WHERE id = %s{within_limit} "
                 "RETURNING id, email, subscribed, data, created_at, updated_at",
-                [json.dumps(set or {}), list(unset or []), subscribed, now, contact.pk],
+                params,
             )
             row = cursor.fetchone()
         if row is None:
+            if limit and Contact.objects.filter(pk=contact.pk).exists():
+                raise ContactDataTooLarge(limit)
             raise Contact.DoesNotExist(f"contact {contact.pk} does not exist")
         values = list(row)
         if isinstance(values[3], str):
@@ -92,6 +139,8 @@ def contact_update_data(
         data = {**fresh.data, **(set or {})}
         for key in unset or []:
             data.pop(key, None)
+        if limit:
+            _check_data_size(data)
         fresh.data = data
         if subscribed is not None:
             fresh.subscribed = subscribed
@@ -224,6 +273,10 @@ def ratelimit_hit(*, key: KeyInfo, now: datetime) -> int:
     """Counts one request in the key's current minute. Returns 0 when allowed, otherwise the
     seconds until the next window (for Retry-After)."""
     limit = key.rate_limit_per_minute
+    if limit is None and key.kind == ApiKey.PUBLIC:
+        # Public keys are published in web pages: anyone may use them, so they are limited
+        # unless the key says otherwise.
+        limit = settings.PUBLIC_KEY_RATE_LIMIT_PER_MINUTE
     if not limit:
         return 0
     window = now.replace(second=0, microsecond=0)

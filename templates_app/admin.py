@@ -2,14 +2,21 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import JsonResponse
+from django.http import HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 
 from contacts_app.models import Contact
 from templates_app.models import Message, Template
 from templates_app.rendering import TemplateError, template_check
-from templates_app.services import template_preview, template_send_test
+from templates_app.services import (
+    ResendRefused,
+    SendPermanentError,
+    SendTransientError,
+    message_resend,
+    template_preview,
+    template_send_test,
+)
 
 SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
 
@@ -33,6 +40,19 @@ class TemplateForm(forms.ModelForm):
         for field, problem in errors.items():
             self.add_error(field, f"Liquid syntax error, {problem}")
         return data
+
+
+CONTACT_VIEW_PERMISSION = "contacts_app.view_contact"
+CONTACT_REFUSED = (
+    "Rendering for a real contact shows their data: it needs permission to view contacts. "
+    "Leave the contact empty to use sample data."
+)
+
+
+def _contact_refused(request) -> bool:
+    """A real contact asked for by a user who may not see contact data (nor learn who exists)."""
+    asked = bool((request.POST.get("contact") or "").strip())
+    return asked and not request.user.has_perm(CONTACT_VIEW_PERMISSION)
 
 
 def _preview_input(request):
@@ -77,6 +97,8 @@ class TemplateAdmin(admin.ModelAdmin):
         """Renders the editor's current (unsaved) text; the live preview calls it as you type."""
         if request.method != "POST" or not self.has_view_permission(request):
             return JsonResponse({"error": "POST with view permission required."}, status=405)
+        if _contact_refused(request):
+            return JsonResponse({"errors": {"contact": CONTACT_REFUSED}}, status=403)
         contact, sample, problem = _preview_input(request)
         if problem:
             return JsonResponse({"errors": {"contact": problem}}, status=400)
@@ -107,6 +129,9 @@ class TemplateAdmin(admin.ModelAdmin):
         if not request.user.email:
             messages.error(request, "Your user has no email address; add one to get test emails.")
             return redirect(change_url)
+        if _contact_refused(request):
+            messages.error(request, f"Not sent. {CONTACT_REFUSED}")
+            return redirect(change_url)
         contact, sample, problem = _preview_input(request)
         if problem:
             messages.error(request, problem)
@@ -132,13 +157,35 @@ class TemplateAdmin(admin.ModelAdmin):
         return redirect(change_url)
 
 
+class NeedsDecisionFilter(admin.SimpleListFilter):
+    """The ops list: sends a worker died in the middle of (and failed ones) not resent yet."""
+
+    title = "needs a decision"
+    parameter_name = "decision"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("unknown", "Unknown: a worker stopped while sending"),
+            ("resendable", "Unknown or failed, not resent yet"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "unknown":
+            return queryset.filter(status=Message.UNKNOWN)
+        if self.value() == "resendable":
+            return queryset.filter(status__in=Message.RESENDABLE, resends__isnull=True)
+        return queryset
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("subject", "to_email", "status", "template", "created_at", "sent_at")
-    list_filter = ("status",)
+    list_filter = (NeedsDecisionFilter, "status")
     search_fields = ("to_email", "idempotency_key", "provider_message_id")
     list_select_related = ("template",)
     show_full_result_count = False
+    change_form_template = "admin/templates_app/message/change_form.html"
+    actions = ("resend_selected",)
     readonly_fields = (
         "idempotency_key",
         "contact",
@@ -149,15 +196,77 @@ class MessageAdmin(admin.ModelAdmin):
         "status",
         "provider_message_id",
         "error",
+        "resend_of",
+        "resent_by",
         "created_at",
         "sent_at",
         "updated_at",
         "text",
         "html",
     )
+    exclude = ("token",)
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_resend_permission(self, request, obj=None):
+        return request.user.has_perm("templates_app.resend_message")
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/resend/",
+                self.admin_site.admin_view(self.resend_view),
+                name="templates_app_message_resend",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        message = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "can_resend": message is not None
+            and message.status in Message.RESENDABLE
+            and self.has_resend_permission(request),
+            "resends": list(message.resends.all()) if message is not None else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _resend(self, request, message: Message) -> Message | None:
+        try:
+            new = message_resend(message=message, user=request.user)
+        except ResendRefused as exc:
+            self.message_user(request, f"Message {message.pk} not resent: {exc}", messages.ERROR)
+        except (SendTransientError, SendPermanentError) as exc:
+            self.message_user(
+                request,
+                f"Message {message.pk}: the provider refused the resend: {exc}",
+                messages.ERROR,
+            )
+        else:
+            self.message_user(
+                request, f"Message {message.pk} resent as message {new.pk}.", messages.SUCCESS
+            )
+            return new
+        return None
+
+    def resend_view(self, request, pk):
+        message = get_object_or_404(Message, pk=pk)
+        change_url = reverse("admin:templates_app_message_change", args=[pk])
+        if request.method != "POST" or not self.has_resend_permission(request, message):
+            return HttpResponseForbidden("Resending needs the 'Can resend a message' permission.")
+        new = self._resend(request, message)
+        if new is None:
+            return redirect(change_url)
+        return redirect(reverse("admin:templates_app_message_change", args=[new.pk]))
+
+    @admin.action(
+        description="Resend the selected unknown or failed messages", permissions=["resend"]
+    )
+    def resend_selected(self, request, queryset):
+        for message in queryset:
+            self._resend(request, message)

@@ -1,3 +1,6 @@
+import secrets
+
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -31,11 +34,17 @@ class Template(models.Model):
         return self.name
 
 
+def message_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
 class Message(models.Model):
     """The send ledger: one row per email, created before sending and updated after.
 
     `idempotency_key` is unique: for a workflow send it is derived from the execution and the
-    step visit, so a retried task finds the row and does not send again.
+    step visit, so a retried task finds the row and does not send again. `token` is the
+    unguessable reference the provider carries back in its events (never the row id).
+    A resend (of an `unknown` or `failed` row, by a person) is a new row pointing at the old.
     """
 
     QUEUED = "queued"
@@ -62,6 +71,7 @@ class Message(models.Model):
     ]
 
     idempotency_key = models.CharField(max_length=200, unique=True)
+    token = models.CharField(max_length=64, unique=True, default=message_token, editable=False)
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="messages")
     template = models.ForeignKey(Template, null=True, blank=True, on_delete=models.SET_NULL)
     to_email = models.EmailField(max_length=254)
@@ -75,10 +85,33 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    resend_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends"
+    )
+    resent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    RESENDABLE = (UNKNOWN, FAILED)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["contact", "-created_at"], name="message_contact_time")]
+        indexes = [
+            models.Index(fields=["contact", "-created_at"], name="message_contact_time"),
+            # The ops list of sends left unknown by a worker that died.
+            models.Index(
+                fields=["-created_at"],
+                name="message_unknown",
+                condition=models.Q(status="unknown"),
+            ),
+        ]
+        permissions = [
+            ("resend_message", "Can resend a message whose delivery is unknown or failed"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.to_email}"

@@ -1,26 +1,145 @@
 """Liquid rendering for email templates (python-liquid: sandboxed, no file or code access).
 
-HTML is auto-escaped; subject and text are not. Unknown variables render empty. Loops and
-output are capped so a template can not hang a worker or fill its memory.
+HTML is auto-escaped; subject and text are not. Unknown variables render empty.
+
+Every render is bounded, so a template can not hang a worker or fill its memory: output size
+(per part), loop iterations, the size of ranges and lists a filter takes or returns, the size
+of a filter's string result, and the time of the whole render (TEMPLATE_RENDER_TIMEOUT_SECONDS).
+Going past one raises TemplateError naming the limit.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from liquid import Environment
-from liquid.exceptions import LiquidError
+from django.conf import settings
+from liquid import BoundTemplate, Environment, RenderContext
+from liquid.exceptions import (
+    LiquidError,
+    LocalNamespaceLimitError,
+    LoopIterationLimitError,
+    OutputStreamLimitError,
+    ResourceLimitError,
+)
+from liquid.output import LimitedStringIO
+
+MAX_OUTPUT_BYTES = 1_000_000  # per rendered part (subject, HTML, text, each JSON string)
+MAX_ITEMS = 10_000  # loop iterations in all, and items in a range or list a filter handles
+MAX_FILTER_CHARS = MAX_OUTPUT_BYTES  # a filter's string result
+# Filters whose result can be their input's length times an argument's: `join` of 10,000 items
+# with a 1 MB separator would be built before the result could be checked, so it is bounded first.
+_MULTIPLYING_FILTERS = {"join", "replace"}
+MAX_FILTER_WORK = 10 * MAX_OUTPUT_BYTES
+
+_deadline: ContextVar[float | None] = ContextVar("template_render_deadline", default=None)
+
+
+class TemplateLimitError(ResourceLimitError):
+    """A render went past one of the limits above."""
+
+
+@contextmanager
+def _render_deadline() -> Iterator[None]:
+    """One deadline for the whole render (all parts); nested calls keep the outer one."""
+    if _deadline.get() is not None:
+        yield
+        return
+    seconds = float(getattr(settings, "TEMPLATE_RENDER_TIMEOUT_SECONDS", 2))
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _check_deadline() -> None:
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        seconds = getattr(settings, "TEMPLATE_RENDER_TIMEOUT_SECONDS", 2)
+        raise TemplateLimitError(f"rendering took longer than {seconds} s", token=None)
+
+
+def _describe_items(value: Any) -> str:
+    if isinstance(value, range):
+        return f"the range ({value.start}..{value.stop - 1}) has {len(value)} items"
+    return f"the list has {len(value)} items"
+
+
+def _guarded(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(left: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_deadline()
+        if isinstance(left, range | list | tuple) and len(left) > MAX_ITEMS:
+            raise TemplateLimitError(
+                f"{name}: {_describe_items(left)}, more than the limit of {MAX_ITEMS}", token=None
+            )
+        if name in _MULTIPLYING_FILTERS and isinstance(left, str | range | list | tuple):
+            strings = [a for a in (*args, *kwargs.values()) if isinstance(a, str)]
+            if (len(left) + 1) * max((len(a) for a in strings), default=1) > MAX_FILTER_WORK:
+                raise TemplateLimitError(
+                    f"{name}: the result would be too large (limit {MAX_FILTER_CHARS} characters)",
+                    token=None,
+                )
+        result = func(left, *args, **kwargs)
+        if isinstance(result, str) and len(result) > MAX_FILTER_CHARS:
+            raise TemplateLimitError(
+                f"{name}: the result has {len(result)} characters, more than the limit of "
+                f"{MAX_FILTER_CHARS}",
+                token=None,
+            )
+        if isinstance(result, range | list | tuple) and len(result) > MAX_ITEMS:
+            raise TemplateLimitError(
+                f"{name}: {_describe_items(result)}, more than the limit of {MAX_ITEMS}", token=None
+            )
+        return result
+
+    for attribute in ("validate",):  # read at parse time by liquid, if the filter has it
+        if hasattr(func, attribute):
+            setattr(guarded, attribute, getattr(func, attribute))
+    return guarded
+
+
+class _Buffer(LimitedStringIO):
+    """Output (and capture) buffer: size-limited like liquid's, and checks the deadline."""
+
+    def write(self, s: str) -> int:
+        _check_deadline()
+        if s and self.size + len(s.encode("utf-8")) > self.limit:
+            raise TemplateLimitError(
+                f"the output is larger than the limit of {MAX_OUTPUT_BYTES} bytes", token=None
+            )
+        return super().write(s)
+
+
+class _Context(RenderContext):
+    def filter(self, name, token):  # noqa: A003 - liquid's name
+        return _guarded(name, super().filter(name, token))
+
+    def get_buffer(self, buf=None):
+        carry = buf.size if isinstance(buf, LimitedStringIO) else 0
+        return _Buffer(limit=MAX_OUTPUT_BYTES - carry)
+
+
+class _Template(BoundTemplate):
+    context_class = _Context
+
+    def _get_buffer(self):
+        return _Buffer(limit=MAX_OUTPUT_BYTES)
 
 
 class _Sandboxed(Environment):
-    loop_iteration_limit = 10_000
-    output_stream_limit = 1_000_000
+    template_class = _Template
+    loop_iteration_limit = MAX_ITEMS
+    output_stream_limit = MAX_OUTPUT_BYTES
     context_depth_limit = 30
-    local_namespace_limit = 100_000
+    local_namespace_limit = 100_000  # bytes, in the message below
 
 
 _plain = _Sandboxed(autoescape=False)
@@ -33,8 +152,16 @@ class TemplateError(ValueError):
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
+_LIMIT_MESSAGES: dict[type[LiquidError], str] = {
+    LoopIterationLimitError: f"loops would run more than {MAX_ITEMS} iterations in all",
+    OutputStreamLimitError: f"the output is larger than the limit of {MAX_OUTPUT_BYTES} bytes",
+    LocalNamespaceLimitError: "assigned variables are larger than the limit of 100000 bytes",
+}
+
+
 def _describe(exc: LiquidError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = _LIMIT_MESSAGES.get(type(exc), text)
     token = getattr(exc, "token", None)
     if token is not None and getattr(token, "source", None) is not None:
         line = token.source.count("\n", 0, token.start_index) + 1
@@ -66,29 +193,36 @@ class Rendered:
 
 def render(*, subject: str, html_body: str, text_body: str, variables: dict[str, Any]) -> Rendered:
     try:
-        rendered_subject = " ".join(_plain.from_string(subject).render(**variables).split())
-        rendered_html = _html.from_string(html_body).render(**variables)
-        rendered_text = (
-            _plain.from_string(text_body).render(**variables)
-            if text_body
-            else html_to_text(rendered_html)
-        )
+        with _render_deadline():
+            rendered_subject = " ".join(_plain.from_string(subject).render(**variables).split())
+            rendered_html = _html.from_string(html_body).render(**variables)
+            rendered_text = (
+                _plain.from_string(text_body).render(**variables)
+                if text_body
+                else html_to_text(rendered_html)
+            )
     except LiquidError as exc:
         raise TemplateError({"template": _describe(exc)}) from exc
     return Rendered(rendered_subject, rendered_html, rendered_text)
 
 
 def render_json(value: Any, variables: dict[str, Any]) -> Any:
-    """Renders Liquid in every string of a JSON value (keys stay as they are)."""
+    """Renders Liquid in every string of a JSON value (keys stay as they are), all strings
+    under one deadline."""
+    with _render_deadline():
+        return _render_json(value, variables)
+
+
+def _render_json(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, str):
         try:
             return _plain.from_string(value).render(**variables)
         except LiquidError as exc:
             raise TemplateError({"body": _describe(exc)}) from exc
     if isinstance(value, dict):
-        return {k: render_json(v, variables) for k, v in value.items()}
+        return {k: _render_json(v, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [render_json(v, variables) for v in value]
+        return [_render_json(v, variables) for v in value]
     return value
 
 

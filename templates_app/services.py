@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contacts_app.models import Contact
 from contacts_app.services import unsubscribe_url
+from templates_app.backends import LedgerEmail
 from templates_app.models import Message, Template
 from templates_app.rendering import Rendered, render
 
@@ -31,6 +32,10 @@ class SendTransientError(Exception):
 
 class SendPermanentError(Exception):
     """The provider refused it; trying again will not help."""
+
+
+class ResendRefused(Exception):
+    """A person asked to resend a message that may not be resent (the message says why)."""
 
 
 def template_variables(
@@ -102,7 +107,7 @@ def template_send_test(
         contact=contact,
         sample=sample,
     )
-    email = EmailMultiAlternatives(
+    email = LedgerEmail(
         subject=f"[Test] {rendered.subject}",
         body=rendered.text,
         from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
@@ -176,6 +181,60 @@ def message_send(
     return SendResult(_deliver(message, template, contact), sent_now=True)
 
 
+_RESEND_SUFFIX = re.compile(r"^(?P<base>.*):resend-(?P<n>\d+)$")
+
+
+def message_resend(*, message: Message, user: Any) -> Message:
+    """A person's decision to send again a message whose delivery is `unknown` (or `failed`).
+
+    Creates a new ledger row (key `<original key>:resend-<n>`, recording who resent it and
+    which row it resends) with the same rendered content, and sends it through the same
+    delivery code. The old row stays as it was. Each row can be resent once (the new key is
+    unique); if the resend fails too, resend the new row. Refused for any other status, when
+    the template is gone, and for marketing mail to a contact who has unsubscribed since.
+    Raises ResendRefused, or SendTransientError / SendPermanentError like a send.
+    """
+    with transaction.atomic():
+        old = Message.objects.select_for_update().get(pk=message.pk)
+        if old.status not in Message.RESENDABLE:
+            raise ResendRefused(
+                f"Only a message whose delivery is unknown or failed can be resent; this one "
+                f"is {old.get_status_display().lower()}."
+            )
+        template = old.template
+        if template is None:
+            raise ResendRefused("Its template has been deleted, so it can not be resent.")
+        contact = Contact.objects.get(pk=old.contact_id)
+        if template.type == Template.MARKETING and not contact.subscribed:
+            raise ResendRefused(
+                f"{contact.email} has unsubscribed since; marketing mail is not sent."
+            )
+        match = _RESEND_SUFFIX.match(old.idempotency_key)
+        base, n = (match["base"], int(match["n"])) if match else (old.idempotency_key, 0)
+        key = f"{base}:resend-{n + 1}"
+        if Message.objects.filter(idempotency_key=key).exists():
+            raise ResendRefused("This message has already been resent.")
+        try:
+            with transaction.atomic():
+                new = Message.objects.create(
+                    idempotency_key=key,
+                    contact=contact,
+                    template=template,
+                    to_email=old.to_email,
+                    from_email=old.from_email,
+                    subject=old.subject,
+                    html=old.html,
+                    text=old.text,
+                    status=Message.SENDING,
+                    resend_of=old,
+                    resent_by=user,
+                )
+        except IntegrityError as exc:
+            raise ResendRefused("This message has already been resent.") from exc
+    log.info("message %s resent as %s by %s", old.pk, new.pk, getattr(user, "pk", None))
+    return _deliver(new, template, contact)
+
+
 def _deliver(message: Message, template: Template, contact: Contact) -> Message:
     email = _build_email(message, template, contact)
     try:
@@ -198,13 +257,13 @@ def _deliver(message: Message, template: Template, contact: Contact) -> Message:
     return message
 
 
-def _build_email(message: Message, template: Template, contact: Contact) -> EmailMultiAlternatives:
+def _build_email(message: Message, template: Template, contact: Contact) -> LedgerEmail:
     headers = {}
     if template.type == Template.MARKETING:
         url = unsubscribe_url(contact)
         headers["List-Unsubscribe"] = f"<{url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    email = EmailMultiAlternatives(
+    email = LedgerEmail(
         subject=message.subject,
         body=message.text,
         from_email=message.from_email,
@@ -213,8 +272,9 @@ def _build_email(message: Message, template: Template, contact: Contact) -> Emai
         headers=headers,
     )
     email.attach_alternative(message.html, "text/html")
-    # Read by django-anymail backends (ignored by smtp/console): correlate provider events.
-    email.metadata = {"message_id": str(message.pk), "idempotency_key": message.idempotency_key}  # type: ignore[attr-defined]
+    # Read by django-anymail backends (ignored by smtp/console): correlate provider events by
+    # an unguessable token, never the row id (see message_find).
+    email.metadata = {"message_token": message.token, "idempotency_key": message.idempotency_key}  # type: ignore[attr-defined]
     email.tags = [template.type]  # type: ignore[attr-defined]
     return email
 
@@ -251,13 +311,15 @@ PROVIDER_EVENTS = {
 }
 
 
-def message_find(*, provider_message_id: str = "", ledger_id: str = "") -> Message | None:
+def message_find(*, provider_message_id: str = "", token: str = "") -> Message | None:
+    """The message a provider event is about: by the provider's id, or (for an event that
+    arrives before the provider's id was recorded) by the token we gave it in the metadata."""
     if provider_message_id:
         found = Message.objects.filter(provider_message_id=provider_message_id).first()
         if found:
             return found
-    if ledger_id.isdigit():
-        return Message.objects.filter(pk=int(ledger_id)).first()
+    if token:
+        return Message.objects.filter(token=token).first()
     return None
 
 

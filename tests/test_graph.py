@@ -291,7 +291,7 @@ def test_a_save_keeps_steps_by_key_and_replaces_the_rest(make_workflow):
     assert Step.objects.get(key="a").pk == a_id  # its history stays attached
     assert set(Step.objects.values_list("key", flat=True)) == {"a", "c"}
     assert Transition.objects.count() == 2
-    assert Workflow.objects.get(pk=workflow.pk).graph_version == version + 1
+    assert Workflow.objects.get(pk=workflow.pk).graph_version > version
 
 
 def test_a_new_workflow_is_created_with_its_graph_or_not_at_all(db):

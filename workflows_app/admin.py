@@ -4,17 +4,68 @@ not bypass a rule (locking, immutable trigger) that the API and import obey."""
 from functools import update_wrapper
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from workflows_app import admin_views, engine
+from contacts_app.admin import ContactAdmin as BaseContactAdmin
+from contacts_app.models import Contact
+from workflows_app import (
+    admin_tasks,  # noqa: F401 - replaces django-q2's admin with a read-only one
+    admin_views,
+    engine,
+)
 from workflows_app.admin_views import CANCEL_PERMISSION
 from workflows_app.graph import workflow_active_count
 from workflows_app.models import Execution, StepRun, Workflow
-from workflows_app.services import workflow_create, workflow_update
+from workflows_app.services import (
+    WorkflowBusy,
+    contact_erase,
+    execution_delete,
+    workflow_create,
+    workflow_delete,
+    workflow_update,
+)
+
+
+class RefuseBusyDeletes:
+    """Deletes through a service that refuses to orphan running work. The single delete page
+    says why before asking; a bulk delete removes what it may and names what it kept."""
+
+    def busy_reason(self, obj) -> str:
+        raise NotImplementedError
+
+    def delete_one(self, obj) -> None:
+        raise NotImplementedError
+
+    def delete_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+        reason = self.busy_reason(obj) if obj is not None else ""
+        if not reason:
+            try:
+                return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+            except WorkflowBusy as exc:  # became busy after the confirmation page was shown
+                reason = str(exc)
+        self.message_user(request, reason, messages.ERROR)  # type: ignore[attr-defined]
+        opts = self.model._meta  # type: ignore[attr-defined]
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+    def delete_model(self, request, obj):
+        self.delete_one(obj)
+
+    def delete_queryset(self, request, queryset):
+        kept = []
+        for obj in queryset:
+            try:
+                self.delete_one(obj)
+            except WorkflowBusy as exc:
+                kept.append(str(exc))
+        for reason in kept:
+            self.message_user(request, f"Not deleted: {reason}", messages.ERROR)  # type: ignore[attr-defined]
 
 
 class WorkflowForm(forms.ModelForm):
@@ -27,13 +78,14 @@ class WorkflowForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
+        # A user who may only view gets a form without fields (all are read-only then).
+        if self.instance.pk and "trigger_event" in self.fields:
             self.fields["trigger_event"].disabled = True
             self.fields["trigger_event"].help_text = "Fixed once created."
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     form = WorkflowForm
     list_display = (
         "name",
@@ -180,6 +232,19 @@ class WorkflowAdmin(admin.ModelAdmin):
     def has_cancel_permission(self, request):
         return request.user.has_perm(CANCEL_PERMISSION)
 
+    def busy_reason(self, obj) -> str:
+        active = workflow_active_count(obj)
+        if not active:
+            return ""
+        return (
+            f"Workflow '{obj.name}' has {active} active execution(s) (running or waiting), so "
+            "it cannot be deleted. Disable it and cancel them from its Executions tab (or wait "
+            "for them to finish) first."
+        )
+
+    def delete_one(self, obj) -> None:
+        workflow_delete(workflow=obj)
+
 
 class StepRunInline(admin.TabularInline):
     model = StepRun
@@ -200,9 +265,18 @@ class StepRunInline(admin.TabularInline):
     max_num = 0
     can_delete = False
 
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        # A step's output carries contact data (Update Contact's result, a Condition's value).
+        return fields if admin_views.can_view_contacts(request) else _without(fields, "output")
+
+
+def _without(fields, name: str) -> list:
+    return [field for field in fields if field != name]
+
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     list_display = (
         "id",
         "workflow",
@@ -215,7 +289,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "workflow")
     search_fields = ("contact__email",)
-    list_select_related = ("workflow", "contact", "current_step")
+    list_select_related = ("workflow", "contact", "current_step__workflow")
     show_full_result_count = False
     actions = ["cancel"]
     inlines = [StepRunInline]
@@ -239,6 +313,10 @@ class ExecutionAdmin(admin.ModelAdmin):
         "finished_at",
     )
     exclude = ("once",)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return fields if admin_views.can_view_contacts(request) else _without(fields, "context")
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip().lower()
@@ -269,3 +347,36 @@ class ExecutionAdmin(admin.ModelAdmin):
             ids=list(queryset.values_list("id", flat=True)), by=request.user.get_username()
         )
         self.message_user(request, f"Cancelled {count} execution(s).")
+
+    def busy_reason(self, obj) -> str:
+        if not obj.is_active:
+            return ""
+        return (
+            f"Execution #{obj.pk} is {obj.status.lower()}: active executions cannot be deleted, "
+            "only cancelled (the Cancel action, or its workflow's Executions tab)."
+        )
+
+    def delete_one(self, obj) -> None:
+        execution_delete(execution=obj)
+
+
+# Deleting a contact is the privacy erase: its active runs are cancelled first (the engine's
+# cancel), then the contact goes with its events, messages and executions. Registered here,
+# not in contacts_app, because cancelling runs is workflows_app's business (imports go down).
+admin.site.unregister(Contact)
+
+
+@admin.register(Contact)
+class ContactAdmin(BaseContactAdmin):
+    def delete_model(self, request, obj):
+        contact_erase(contact=obj, by=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for contact in queryset:
+            contact_erase(contact=contact, by=request.user.get_username())
+
+    def get_deleted_objects(self, objs, request):
+        # Erasing is one permission (delete contact): what goes with the contact (its events,
+        # messages, executions) is part of the erase, not separate deletes to authorise.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected

@@ -7,19 +7,21 @@ executions_cancel_all, workflow_update). WorkflowAdmin.get_urls wires them in.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
+from contacts_app import safejson
 from workflows_app import engine
 from workflows_app.canvas import (
     canvas_field_suggestions,
@@ -28,7 +30,7 @@ from workflows_app.canvas import (
     canvas_state,
     canvas_step_counts,
 )
-from workflows_app.graph import GraphError, WorkflowLocked, workflow_active_count
+from workflows_app.graph import GraphConflict, GraphError, WorkflowLocked, workflow_active_count
 from workflows_app.models import Execution, StepRun, Workflow
 from workflows_app.services import workflow_update
 
@@ -36,12 +38,20 @@ if TYPE_CHECKING:
     from workflows_app.admin import WorkflowAdmin
 
 CANCEL_PERMISSION = "workflows_app.cancel_execution"
+CONTACT_VIEW_PERMISSION = "contacts_app.view_contact"
+MAX_ID = 2**63 - 1  # bigint: a larger id in a cursor is not ours
 PAGE_SIZE = 50
 STATUS_FILTERS = ["active", *(s for s, _ in Execution.STATUS_CHOICES)]
 
 
 def can_cancel(request: HttpRequest) -> bool:
     return request.user.has_perm(CANCEL_PERMISSION)
+
+
+def can_view_contacts(request: HttpRequest) -> bool:
+    """Contact data, and what runs derive from it (execution context, step outputs), is shown
+    only to users who may view contacts; the rest of a run (status, steps, errors) is not."""
+    return request.user.has_perm(CONTACT_VIEW_PERMISSION)
 
 
 def _workflow(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin) -> Workflow:
@@ -60,9 +70,10 @@ def _json_error(status: int, message: str, **extra: Any) -> JsonResponse:
 
 @require_http_methods(["GET", "PUT", "POST"])
 def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
-    """GET: graph + palette + templates + lock + live counts. PUT/POST {graph, graph_version?}:
+    """GET: graph + palette + templates + lock + live counts. PUT/POST {graph, graph_version}:
     saves the whole graph (200), or 400 {errors: [{step, field, message}]}, 409 when locked or
-    changed by someone else meanwhile, 403 without the change permission."""
+    changed by someone else since graph_version (compared under the workflow's row lock), 403
+    without the change permission."""
     workflow = get_object_or_404(Workflow, pk=workflow_id)
     if not model_admin.has_view_permission(request, workflow):
         return _json_error(403, "You may not view this workflow.")
@@ -78,27 +89,40 @@ def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflow
     if not model_admin.has_change_permission(request, workflow):
         return _json_error(403, "You may not change this workflow.")
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return _json_error(400, "The request body is not valid JSON.", errors=[])
-    if not isinstance(body, dict) or "graph" not in body:
-        return _json_error(400, "Send {graph: {steps, transitions}}.", errors=[])
-    expected = body.get("graph_version")
-    if expected is not None and expected != workflow.graph_version:
+        body = safejson.loads(request.body or b"")
+    except ValueError as exc:
+        return _json_error(400, f"The request body is not valid JSON: {exc}", errors=[])
+    graph, expected = (
+        (body.get("graph"), body.get("graph_version")) if isinstance(body, dict) else (None, None)
+    )
+    if not isinstance(graph, dict):
         return _json_error(
-            409,
-            "Someone else saved this workflow's graph since you opened it. Reload to see "
-            "their version (your changes are not saved).",
-            conflict=True,
+            400,
+            "Send {graph: {steps, transitions}, graph_version}: graph must be an object.",
+            errors=[],
+        )
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        return _json_error(
+            400,
+            "Send the graph_version you started from (a whole number), so a save can not "
+            "overwrite someone else's.",
+            errors=[],
         )
     try:
-        canvas_save(workflow=workflow, document=body["graph"])
+        canvas_save(
+            workflow=workflow,
+            document=graph,
+            expected_version=expected,
+            by=request.user.get_username(),
+        )
     except GraphError as exc:
         return _json_error(
             400, "The graph was not saved; fix the problems shown.", errors=exc.errors
         )
     except WorkflowLocked as exc:
         return _json_error(409, str(exc), locked=True, active=exc.active)
+    except GraphConflict as exc:
+        return _json_error(409, str(exc), conflict=True, graph_version=exc.current_version)
     state = canvas_state(workflow)
     state["ok"] = True
     return JsonResponse(state)
@@ -106,7 +130,8 @@ def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflow
 
 def canvas_fields_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
     workflow = _workflow(request, workflow_id, model_admin=model_admin)
-    return JsonResponse({"fields": canvas_field_suggestions(workflow)})
+    fields = canvas_field_suggestions(workflow, contact_keys=can_view_contacts(request))
+    return JsonResponse({"fields": fields})
 
 
 # --- Enable / disable -------------------------------------------------------------------------
@@ -141,10 +166,18 @@ def _cursor(execution: Execution) -> str:
 
 
 def _parse_cursor(raw: str) -> tuple[datetime, int] | None:
-    when, _, pk = raw.rpartition("_")
-    parsed = parse_datetime(when) if when else None
-    if parsed is None or not pk.isdigit():
+    """None without a cursor; BadRequest (400) for one that _cursor did not make."""
+    if not raw:
         return None
+    when, _, pk = raw.rpartition("_")
+    try:
+        parsed = parse_datetime(when) if when else None
+    except ValueError:  # well-formed but impossible, e.g. month 13
+        parsed = None
+    if parsed is None or not (pk.isascii() and pk.isdigit()) or int(pk) > MAX_ID:
+        raise BadRequest("That page link is damaged: start again from the first page.")
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, UTC)
     return parsed, int(pk)
 
 
@@ -189,6 +222,11 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
     if status not in STATUS_FILTERS:
         status = ""
     q = request.GET.get("q", "").strip()
+    try:  # (NUL anywhere in the query string is refused earlier, by RejectNulQueryMiddleware)
+        before = _parse_cursor(request.GET.get("before", ""))
+        after = _parse_cursor(request.GET.get("after", ""))
+    except BadRequest as exc:
+        return _bad_request(request, workflow, str(exc), model_admin=model_admin)
     queryset = Execution.objects.filter(workflow=workflow).select_related("contact", "current_step")
     if q:
         queryset = queryset.filter(contact__email__contains=q.lower())
@@ -198,8 +236,6 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
         statuses = [status]
     else:
         statuses = [s for s, _ in Execution.STATUS_CHOICES]
-    before = _parse_cursor(request.GET.get("before", ""))
-    after = _parse_cursor(request.GET.get("after", ""))
     page, has_newer, has_older = _keyset_page(queryset, statuses, before, after)
 
     def link(**params: str) -> str:
@@ -232,6 +268,25 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
     return TemplateResponse(request, "admin/workflows_app/workflow/executions.html", context)
 
 
+def _bad_request(
+    request: HttpRequest, workflow: Workflow, message: str, *, model_admin: WorkflowAdmin
+) -> TemplateResponse:
+    """A malformed query parameter: 400 with the reason, in the admin's look."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": Workflow._meta,
+        "original": workflow,
+        "workflow": workflow,
+        "title": "Bad request",
+        "tab": "executions",
+        "message": message,
+        "back": reverse("admin:workflows_app_workflow_executions", args=[workflow.pk]),
+    }
+    return TemplateResponse(
+        request, "admin/workflows_app/workflow/bad_request.html", context, status=400
+    )
+
+
 def _quote(value: str) -> str:
     from urllib.parse import quote
 
@@ -250,6 +305,7 @@ def execution_view(
     runs = list(
         StepRun.objects.filter(execution=execution).select_related("step", "message").order_by("id")
     )
+    show_data = can_view_contacts(request)  # context and outputs carry contact data
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": Workflow._meta,
@@ -262,13 +318,14 @@ def execution_view(
             {
                 "run": run,
                 "name": (run.step.name or run.step.key) if run.step else run.step_key,
-                "output": _pretty(run.output) if run.output is not None else "",
+                "output": _pretty(run.output) if run.output is not None and show_data else "",
             }
             for run in runs
         ],
         "waiting": _waiting_text(execution),
-        "context_json": _pretty(execution.context),
-        "contact_data_json": _pretty(execution.contact.data),
+        "show_data": show_data,
+        "context_json": _pretty(execution.context) if show_data else "",
+        "contact_data_json": _pretty(execution.contact.data) if show_data else "",
         "can_cancel": can_cancel(request),
     }
     return TemplateResponse(request, "admin/workflows_app/workflow/execution.html", context)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
@@ -13,8 +11,10 @@ from rest_framework.views import APIView
 
 from contacts_app.api_errors import ApiError
 from contacts_app.auth import IsAnyKey
+from contacts_app.parsers import read_limited
+from contacts_app.safejson import unstorable
 from contacts_app.services import apikey_touch, key_cache, ratelimit_hit
-from workflows_app.track import KeyRevoked, TrackRejected, track, track_parse
+from workflows_app.track import KeyRevoked, TrackRejected, track, track_loads, track_parse
 
 _STATUS = {
     "authentication_failed": status.HTTP_401_UNAUTHORIZED,
@@ -46,25 +46,23 @@ class TrackView(APIView):
                 "payload_too_large",
                 f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.",
             )
-        raw = request._request.read(settings.TRACK_MAX_BODY_BYTES + 1)
-        if len(raw) > settings.TRACK_MAX_BODY_BYTES:
-            raise ApiError(
-                413,
-                "payload_too_large",
-                f"The body is larger than {settings.TRACK_MAX_BODY_BYTES} bytes.",
-            )
+        # Read up to the limit, whatever Content-Length said (a chunked body gets its length in
+        # config/wsgi.py, and may still be longer than the limit).
+        raw = read_limited(request._request, settings.TRACK_MAX_BODY_BYTES)
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+            body = track_loads(raw)
+        except TrackRejected as exc:
+            raise ApiError(400, exc.code, exc.message, exc.fields) from None
 
         idempotency_key = meta.get("HTTP_IDEMPOTENCY_KEY")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        if idempotency_key is not None and (
+            not 1 <= len(idempotency_key) <= 255 or unstorable(idempotency_key)
+        ):
             raise ApiError(
                 400,
                 "validation_error",
                 "Invalid Idempotency-Key header.",
-                {"Idempotency-Key": "Must be 1 to 255 characters."},
+                {"Idempotency-Key": "Must be 1 to 255 characters, without NUL."},
             )
         try:
             payload = track_parse(body)

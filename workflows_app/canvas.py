@@ -16,7 +16,7 @@ from templates_app.models import Template
 from workflows_app.graph import (
     WorkflowLocked,
     workflow_active_count,
-    workflow_graph_document,
+    workflow_graph_snapshot,
     workflow_save_graph,
 )
 from workflows_app.models import Execution, StepRun, Workflow
@@ -99,16 +99,19 @@ def canvas_templates() -> list[dict[str, Any]]:
 
 
 def canvas_state(workflow: Workflow) -> dict[str, Any]:
-    """Everything the canvas loads: workflow, graph, palette, templates, lock and counts."""
+    """Everything the canvas loads: workflow, graph, palette, templates, lock and counts. The
+    graph and its version are one snapshot, so a save that starts from this version can only
+    succeed if nobody changed the graph since."""
+    version, graph = workflow_graph_snapshot(workflow)
     return {
         "workflow": {
             "id": workflow.pk,
             "name": workflow.name,
             "trigger_event": workflow.trigger_event,
             "enabled": workflow.enabled,
-            "graph_version": workflow.graph_version,
+            "graph_version": version,
         },
-        "graph": workflow_graph_document(workflow),
+        "graph": graph,
         "palette": canvas_palette(),
         "templates": canvas_templates(),
         "template_add_url": reverse("admin:templates_app_template_add"),
@@ -117,12 +120,12 @@ def canvas_state(workflow: Workflow) -> dict[str, Any]:
     }
 
 
-def canvas_save(*, workflow: Workflow, document: Any) -> Workflow:
-    """The canvas's save: exactly the service every editor uses (raises GraphError or
-    WorkflowLocked and then saves nothing)."""
-    if not isinstance(document, dict):
-        document = {"steps": document}  # let graph validation word the error
-    return workflow_save_graph(workflow=workflow, document=document)
+def canvas_save(*, workflow: Workflow, document: Any, expected_version: int, by: str) -> Workflow:
+    """The canvas's save: exactly the service every editor uses, with the version the editor
+    started from (raises GraphError, WorkflowLocked or GraphConflict and then saves nothing)."""
+    return workflow_save_graph(
+        workflow=workflow, document=document, expected_version=expected_version, by=by
+    )
 
 
 def _keys(data: Any, prefix: str, into: set[str], depth: int = 0) -> None:
@@ -135,12 +138,14 @@ def _keys(data: Any, prefix: str, into: set[str], depth: int = 0) -> None:
         _keys(value, f"{prefix}{key}.", into, depth + 1)
 
 
-def canvas_field_suggestions(workflow: Workflow) -> list[str]:
-    """Condition fields seen in recent data: contact data keys, and the data of recent events
-    of this workflow's trigger (what `event.*` holds when a run starts)."""
+def canvas_field_suggestions(workflow: Workflow, *, contact_keys: bool = True) -> list[str]:
+    """Condition fields seen in recent data: contact data keys (only with `contact_keys`, for
+    users who may view contacts), and the data of recent events of this workflow's trigger
+    (what `event.*` holds when a run starts)."""
     contact_fields = {"contact.email", "contact.subscribed"}
     # No ordering: contacts have no index to sort by cheaply, and any sample will do.
-    for data in Contact.objects.order_by().values_list("data", flat=True)[:SUGGESTION_SAMPLE]:
+    contacts = Contact.objects.order_by().values_list("data", flat=True)[:SUGGESTION_SAMPLE]
+    for data in contacts if contact_keys else ():
         _keys(data, "contact.", contact_fields)
     event_fields: set[str] = set()
     for data in (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -52,11 +53,21 @@ def clock_sweep(*, now: datetime | None = None) -> int:
     return recovered
 
 
-def clock_loop(*, stop_after: float | None = None) -> None:
+def _sleep(seconds: float, stopping: Callable[[], bool]) -> None:
+    until = time.monotonic() + seconds
+    while not stopping() and (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+def clock_loop(
+    *, stop_after: float | None = None, stopping: Callable[[], bool] = lambda: False
+) -> None:
+    """Runs until `stopping()` (or for `stop_after` seconds). A stop waits for the iteration
+    in hand, whose claims and tasks commit together or not at all, never for a whole sleep."""
     interval = settings.CLOCK_INTERVAL_MS / 1000
     next_sweep = 0.0
     started = time.monotonic()
-    while stop_after is None or time.monotonic() - started < stop_after:
+    while not stopping() and (stop_after is None or time.monotonic() - started < stop_after):
         try:
             if time.monotonic() >= next_sweep:
                 clock_sweep()
@@ -66,6 +77,6 @@ def clock_loop(*, stop_after: float | None = None) -> None:
             log.exception("clock iteration failed; retrying")
             close_old_connections()
             claimed = 0
-            time.sleep(1)
+            _sleep(1, stopping)
         if claimed < settings.CLOCK_BATCH_SIZE:
-            time.sleep(interval)
+            _sleep(interval, stopping)

@@ -26,6 +26,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from contacts_app.models import Contact, Event
+from workflows_app import shutdown
+from workflows_app.graph import step_document_config
 from workflows_app.models import Execution, Step, StepRun, Transition, Workflow
 from workflows_app.steps import STEP_TYPES
 from workflows_app.steps.base import Outcome, RunContext, StepFailed, StepRetry, StepType
@@ -208,16 +210,16 @@ _graphs: dict[int, Graph] = {}
 
 def graph_for(workflow: Workflow) -> Graph:
     """The workflow's steps and edges. Safe to cache: a graph can not change while any of its
-    runs is active (locking), and every save bumps graph_version."""
+    runs is active (locking, enforced by database triggers), and every change of a step or
+    transition bumps graph_version (the same triggers), whatever path made it."""
     cached = _graphs.get(workflow.pk)
     if cached is not None and cached.version == workflow.graph_version:
         return cached
     steps = {}
-    for step in Step.objects.filter(workflow=workflow):
+    for step in Step.objects.filter(workflow=workflow).select_related("template"):
         kind = STEP_TYPES[step.type]
-        steps[step.pk] = GraphStep(
-            step.pk, step.key, step.name, kind, kind.parse_config(step.config), step
-        )
+        config = kind.parse_config(step_document_config(step))
+        steps[step.pk] = GraphStep(step.pk, step.key, step.name, kind, config, step)
     edges = {
         (t.from_step_id, t.branch): t.to_step_id
         for t in Transition.objects.filter(workflow=workflow)
@@ -314,15 +316,20 @@ class _Advance:
             setattr(self.ex, name, value)
             self.fields.add(name)
 
-    def commit(self) -> None:
-        """Writes the run and its step visits; raises _Lost if the run changed meanwhile."""
+    def commit(self, *, lease: bool = True) -> None:
+        """Writes the run and its step visits; raises _Lost if the run changed meanwhile.
+
+        A RUNNING run's lease starts again from the real current time (not from when this pass
+        began): each step with a side effect, bounded well below the lease (settings check
+        it), then always ends before the lease does. `lease=False` hands the run back.
+        """
         ex = self.ex
         values = {name: getattr(ex, name) for name in self.fields}
         values.update(
             version=ex.version + 1,
             updated_at=self.now,
-            lease_until=self.now + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-            if ex.status == RUNNING
+            lease_until=timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+            if ex.status == RUNNING and lease
             else None,
         )
         with transaction.atomic():
@@ -348,6 +355,12 @@ class _Advance:
                 self.new_runs.append(run)
         elif run not in self.changed_runs:
             self.changed_runs.append(run)
+
+    def release(self) -> None:
+        """Hands the run back, due at once (the worker is stopping): the next worker to look
+        carries on from here, with no lease to wait for."""
+        self.set(wake_at=timezone.now())
+        self.commit(lease=False)
 
     def finish(self, status: str, *, reason: str = "", error: str = "") -> None:
         self.set(
@@ -390,9 +403,15 @@ class _Advance:
                 started_at=self.now,
             )
             open_run = None
-            if step.kind.side_effects and run.pk is None:
-                self.record(run)
-                self.commit()  # the visit exists before its side effect happens
+            if step.kind.side_effects and shutdown.requested():
+                # Stopping: the step before this one is done; this one is not begun.
+                return self.release()
+            if step.kind.side_effects:
+                # The visit exists before its side effect happens, and the lease runs from now
+                # (also for a retried visit: its task may have waited in the queue).
+                if run.pk is None:
+                    self.record(run)
+                self.commit()
             if self.visit(step, run):
                 return
 
@@ -506,12 +525,34 @@ def execution_advance(
     return ex.status
 
 
+def executions_release(rows: list[Execution], *, now: datetime) -> int:
+    """Makes claimed runs that this worker will not start due again at once (it is stopping).
+    Version-checked: a run that moved meanwhile is left alone."""
+    if not rows:
+        return 0
+    match = Q()
+    for ex in rows:
+        match |= Q(pk=ex.pk, version=ex.version)
+    return Execution.objects.filter(match, status=RUNNING, wake_at__isnull=True).update(
+        wake_at=now, lease_until=None, version=F("version") + 1, updated_at=now
+    )
+
+
 def executions_advance(ids: list[int]) -> dict[str, int]:
-    """A worker task's body: advance each run; one broken run never stops the others."""
+    """A worker task's body: advance each run; one broken run never stops the others.
+
+    When the worker is asked to stop, the runs it has not begun are handed back at once.
+    """
     outcome: dict[str, int] = {}
     # One query for the batch instead of one per run.
     rows = Execution.objects.select_related("workflow", "contact").in_bulk(ids)
-    for pk in ids:
+    for index, pk in enumerate(ids):
+        if shutdown.requested():
+            rest = [rows[i] for i in ids[index:] if i in rows]
+            released = executions_release(rest, now=timezone.now())
+            outcome["released"] = outcome.get("released", 0) + released
+            log.info("stopping: handed back %d run(s) not started", released)
+            break
         try:
             status = execution_advance(pk, loaded=rows.get(pk)) if pk in rows else ""
         except Exception:  # noqa: BLE001
@@ -566,3 +607,10 @@ def executions_cancel(*, ids: list[int], by: str = "", now: datetime | None = No
 def executions_cancel_all(*, workflow: Workflow, by: str = "", now: datetime | None = None) -> int:
     """Cancels every active run of `workflow`; returns how many."""
     return _cancel(Execution.objects.filter(workflow=workflow), by=by, now=now or timezone.now())
+
+
+def executions_cancel_for_contact(
+    *, contact: Contact, by: str = "", now: datetime | None = None
+) -> int:
+    """Cancels every active run of `contact` (before erasing it); returns how many."""
+    return _cancel(Execution.objects.filter(contact=contact), by=by, now=now or timezone.now())

@@ -7,13 +7,17 @@ A graph document is {"steps": [{"key", "type", "name"?, "config"?, "position"?}]
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
 from django.utils.text import slugify
 
+from contacts_app.safejson import unstorable
 from templates_app.models import Template
 from workflows_app.models import Execution, Step, Transition, Workflow
 from workflows_app.steps import BRANCHES, STEP_TYPES
@@ -54,6 +58,21 @@ class StepSpec:
     config: dict[str, Any]
     x: float
     y: float
+    template: str = ""  # the template's name, for a step type with a template_field
+
+
+MAX_STEPS = 500
+MAX_POSITION = 1_000_000.0  # canvas coordinates; far beyond any real layout
+STEP_FIELDS = {"key", "type", "name", "config", "position"}
+TRANSITION_FIELDS = {"from", "to", "branch"}
+
+
+def _number(value: Any) -> float | None:
+    """A finite coordinate, or None. JSON booleans are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and abs(number) <= MAX_POSITION else None
 
 
 def graph_validate(
@@ -61,6 +80,8 @@ def graph_validate(
 ) -> tuple[list[StepSpec], list[tuple[str, str, str]]]:
     """Checks a graph document; returns (steps, [(from, branch, to)]) or raises GraphError.
 
+    Shape and types are checked before anything else, so no input (a list where a string
+    belongs, NUL in a name, a non-finite position) gets further than an error message.
     `template_names` lets a caller (import) count templates that are about to be created.
     """
     errors: list[dict[str, Any]] = []
@@ -70,11 +91,17 @@ def graph_validate(
 
     if not isinstance(document, dict):
         raise GraphError([{"step": None, "field": "", "message": "the graph must be an object"}])
-    raw_steps = document.get("steps") or []
-    raw_transitions = document.get("transitions") or []
+    raw_steps = document.get("steps")
+    raw_transitions = document.get("transitions")
+    raw_steps = [] if raw_steps is None else raw_steps
+    raw_transitions = [] if raw_transitions is None else raw_transitions
     if not isinstance(raw_steps, list) or not isinstance(raw_transitions, list):
         raise GraphError(
             [{"step": None, "field": "", "message": "steps and transitions must be lists"}]
+        )
+    if len(raw_steps) > MAX_STEPS or len(raw_transitions) > MAX_STEPS * 4:
+        raise GraphError(
+            [{"step": None, "field": "", "message": f"a graph has at most {MAX_STEPS} steps"}]
         )
 
     if template_names is None:
@@ -89,8 +116,9 @@ def graph_validate(
         key = raw.get("key")
         if not isinstance(key, str) or not key or slugify(key) != key or len(key) > 64:
             error(
-                str(key) if key else None,
-                "key must be a slug (lowercase letters, digits, - and _), at most 64 long",
+                key if isinstance(key, str) and key and not unstorable(key) else None,
+                f"step #{index + 1}: key must be a slug (lowercase letters, digits, - and _), "
+                "at most 64 long",
                 "key",
             )
             continue
@@ -100,34 +128,56 @@ def graph_validate(
         if key in parsed:
             error(key, "two steps have this key", "key")
             continue
-        kind = STEP_TYPES.get(raw.get("type", ""))
+        unknown = set(raw) - STEP_FIELDS
+        if unknown:
+            error(key, f"unknown fields: {', '.join(sorted(map(str, unknown)))}")
+        type_name = raw.get("type")
+        kind = STEP_TYPES.get(type_name) if isinstance(type_name, str) else None
         if kind is None:
-            error(key, f"unknown type {raw.get('type')!r}; one of: {', '.join(STEP_TYPES)}", "type")
-            continue
-        config: dict[str, Any] = raw.get("config") or {}
-        try:
-            parsed[key] = kind.parse_config(config)
-        except ConfigError as exc:
-            for field, message in exc.errors.items():
-                error(key, message, f"config.{field}" if field else "config")
+            shown = repr(type_name) if isinstance(type_name, str) else "missing or not text"
+            error(key, f"unknown type {shown[:80]}; one of: {', '.join(STEP_TYPES)}", "type")
             parsed[key] = None
-        if (
-            kind.type == "send_email"
-            and parsed.get(key) is not None
-            and parsed[key].template not in template_names
-        ):
-            error(key, f"template {parsed[key].template!r} does not exist", "config.template")
-        position = raw.get("position") or {}
-        try:
-            x, y = float(position.get("x", 0)), float(position.get("y", 0))
-        except (TypeError, ValueError, AttributeError):
+            continue
+        config = raw.get("config")
+        config = {} if config is None else config
+        problem = unstorable(config)
+        if problem:
+            error(key, f"config: {problem}", "config")
+            parsed[key] = None
+        else:
+            try:
+                parsed[key] = kind.parse_config(config)
+            except ConfigError as exc:
+                for field, message in exc.errors.items():
+                    error(key, message, f"config.{field}" if field else "config")
+                parsed[key] = None
+        template = ""
+        if kind.template_field and parsed.get(key) is not None:
+            template = getattr(parsed[key], kind.template_field)
+            if template not in template_names:
+                error(key, f"template {template!r} does not exist", f"config.{kind.template_field}")
+        position = raw.get("position")
+        position = {} if position is None else position
+        x = y = 0.0
+        if not isinstance(position, dict) or set(position) - {"x", "y"}:
             error(key, "position must be {x: number, y: number}", "position")
-            x = y = 0.0
-        name = raw.get("name") or ""
-        if not isinstance(name, str) or len(name) > 200:
-            error(key, "name must be a string of at most 200 characters", "name")
+        else:
+            px, py = _number(position.get("x", 0)), _number(position.get("y", 0))
+            if px is None or py is None:
+                error(
+                    key,
+                    f"position x and y must be finite numbers between -{MAX_POSITION:.0f} and "
+                    f"{MAX_POSITION:.0f}",
+                    "position",
+                )
+            else:
+                x, y = px, py
+        name = raw.get("name")
+        name = "" if name is None else name
+        if not isinstance(name, str) or len(name) > 200 or unstorable(name):
+            error(key, "name must be text of at most 200 characters (no NUL)", "name")
             name = ""
-        steps.append(StepSpec(key, kind.type, name, config, x, y))
+        steps.append(StepSpec(key, kind.type, name, config, x, y, template))
 
     types = {s.key: s.type for s in steps}
     edges: list[tuple[str, str, str]] = []
@@ -136,16 +186,24 @@ def graph_validate(
         if not isinstance(raw, dict):
             error(None, "each transition must be an object")
             continue
-        src, dst = raw.get("from"), raw.get("to")
-        branch = raw.get("branch") or "next"
+        src, dst, branch = raw.get("from"), raw.get("to"), raw.get("branch")
+        branch = "next" if branch is None or branch == "" else branch
+        if (
+            not isinstance(src, str)
+            or not isinstance(dst, str)
+            or not isinstance(branch, str)
+            or set(raw) - TRANSITION_FIELDS
+        ):
+            error(None, "a transition is {from: key, to: key, branch?: name}, all text")
+            continue
         if src != TRIGGER and src not in types:
-            error(None, f"transition from unknown step {src!r}")
+            error(None, f"transition from unknown step {src[:80]!r}")
             continue
         if dst not in types:
-            error(src if src != TRIGGER else None, f"transition to unknown step {dst!r}")
+            error(src if src != TRIGGER else None, f"transition to unknown step {dst[:80]!r}")
             continue
         if branch not in BRANCHES:
-            error(src, f"unknown branch {branch!r}")
+            error(src if src != TRIGGER else None, f"unknown branch {branch[:80]!r}")
             continue
         if src == TRIGGER:
             if branch != "next":
@@ -239,46 +297,124 @@ def workflow_lock_for_graph_change(workflow: Workflow) -> Workflow:
     return locked
 
 
+class GraphConflict(Exception):
+    """The graph changed since the editor opened it (a lost update refused)."""
+
+    def __init__(self, workflow: Workflow, expected: int, differing: list[str]):
+        self.current_version = workflow.graph_version
+        who = workflow.graph_saved_by or "someone"
+        when = (
+            f" at {timezone.localtime(workflow.graph_saved_at):%Y-%m-%d %H:%M:%S %Z}"
+            if workflow.graph_saved_at
+            else ""
+        )
+        what = (
+            f" Steps that differ between their version and yours: {', '.join(differing)}."
+            if differing
+            else " Their version differs from yours in its transitions."
+        )
+        super().__init__(
+            f"{who} saved this workflow's graph{when} since you opened it (version "
+            f"{workflow.graph_version}; you started from version {expected}).{what} Reload to "
+            "see their version; your changes are not saved."
+        )
+
+
 def workflow_save_graph(
-    *, workflow: Workflow, document: dict[str, Any], template_names: set[str] | None = None
+    *,
+    workflow: Workflow,
+    document: dict[str, Any],
+    template_names: set[str] | None = None,
+    expected_version: int | None = None,
+    by: str = "",
 ) -> Workflow:
     """Validates and saves the whole graph in one transaction; steps are matched by key so
-    their history stays attached. Raises GraphError or WorkflowLocked; saves nothing then."""
+    their history stays attached. Raises GraphError, WorkflowLocked or (when
+    `expected_version`, the version the editor started from, is stale) GraphConflict; saves
+    nothing then. The version is compared under the workflow's row lock, so of two concurrent
+    saves from the same version exactly one wins."""
     steps, edges = graph_validate(document, template_names=template_names)
     if workflow.pk and _same_graph(workflow, steps, edges):
         return workflow  # nothing changes, so re-saving (or re-importing) is fine while locked
-    with transaction.atomic():
-        locked = workflow_lock_for_graph_change(workflow)
-        existing = {s.key: s for s in Step.objects.filter(workflow=locked)}
-        Transition.objects.filter(workflow=locked).delete()
-        Step.objects.filter(workflow=locked).exclude(key__in=[s.key for s in steps]).delete()
-        by_key: dict[str, Step] = {}
-        for spec in steps:
-            step = existing.get(spec.key) or Step(workflow=locked, key=spec.key)
-            step.type, step.name, step.config = spec.type, spec.name, spec.config
-            step.position_x, step.position_y = spec.x, spec.y
-            step.save()
-            by_key[spec.key] = step
-        Transition.objects.bulk_create(
-            Transition(
-                workflow=locked,
-                from_step=None if src == TRIGGER else by_key[src],
-                to_step=by_key[dst],
-                branch=branch,
+    try:
+        with transaction.atomic():
+            locked = workflow_lock_for_graph_change(workflow)
+            if expected_version is not None and locked.graph_version != expected_version:
+                raise GraphConflict(locked, expected_version, _differing(locked, steps))
+            _write_graph(locked, steps, edges)
+            Workflow.objects.filter(pk=locked.pk).update(
+                graph_version=F("graph_version") + 1,
+                graph_saved_by=by[:150],
+                graph_saved_at=timezone.now(),
             )
-            for src, branch, dst in edges
-        )
-        Workflow.objects.filter(pk=locked.pk).update(graph_version=locked.graph_version + 1)
-        locked.graph_version += 1
-    workflow.graph_version = locked.graph_version
+    except IntegrityError as exc:
+        # A template named by a step was deleted between validation and commit.
+        raise GraphError([{"step": None, "field": "", "message": f"not saved: {exc}"}]) from exc
+    workflow.graph_version = Workflow.objects.values_list("graph_version", flat=True).get(
+        pk=workflow.pk
+    )
     return workflow
+
+
+def _write_graph(
+    workflow: Workflow, steps: list[StepSpec], edges: list[tuple[str, str, str]]
+) -> None:
+    existing = {s.key: s for s in Step.objects.filter(workflow=workflow)}
+    wanted = {spec.template for spec in steps if spec.template}
+    templates = {t.name: t for t in Template.objects.filter(name__in=wanted)}
+    missing = wanted - set(templates)
+    if missing:
+        raise GraphError(
+            [
+                {
+                    "step": spec.key,
+                    "field": "config.template",
+                    "message": f"template {spec.template!r} does not exist",
+                }
+                for spec in steps
+                if spec.template in missing
+            ]
+        )
+    Transition.objects.filter(workflow=workflow).delete()
+    Step.objects.filter(workflow=workflow).exclude(key__in=[s.key for s in steps]).delete()
+    by_key: dict[str, Step] = {}
+    for spec in steps:
+        step = existing.get(spec.key) or Step(workflow=workflow, key=spec.key)
+        field = STEP_TYPES[spec.type].template_field
+        step.type, step.name, step.config = spec.type, spec.name, _stored_config(spec)
+        step.template = templates[spec.template] if field and spec.template else None
+        step.position_x, step.position_y = spec.x, spec.y
+        step.save()
+        by_key[spec.key] = step
+    Transition.objects.bulk_create(
+        Transition(
+            workflow=workflow,
+            from_step=None if src == TRIGGER else by_key[src],
+            to_step=by_key[dst],
+            branch=branch,
+        )
+        for src, branch, dst in edges
+    )
+
+
+def _stored_config(spec: StepSpec) -> dict[str, Any]:
+    """The config as stored: without the template's name, which Step.template replaces."""
+    field = STEP_TYPES[spec.type].template_field
+    return {k: v for k, v in spec.config.items() if k != field} if field else spec.config
+
+
+def _differing(workflow: Workflow, steps: list[StepSpec]) -> list[str]:
+    current, _ = graph_validate(_graph_document(workflow), template_names=_ANY_TEMPLATE)
+    theirs = {s.key: s for s in current}
+    mine = {s.key: s for s in steps}
+    return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
 
 
 def _same_graph(
     workflow: Workflow, steps: list[StepSpec], edges: list[tuple[str, str, str]]
 ) -> bool:
     current_steps, current_edges = graph_validate(
-        workflow_graph_document(workflow), template_names=_ANY_TEMPLATE
+        _graph_document(workflow), template_names=_ANY_TEMPLATE
     )
     return sorted(current_steps, key=lambda s: s.key) == sorted(steps, key=lambda s: s.key) and (
         sorted(current_edges) == sorted(edges)
@@ -295,9 +431,42 @@ class _AnyName(set):
 _ANY_TEMPLATE = _AnyName()
 
 
+def step_document_config(step: Step) -> dict[str, Any]:
+    """A stored step's config as documents show it: with its template's name."""
+    field = STEP_TYPES[step.type].template_field if step.type in STEP_TYPES else ""
+    if not field or step.template is None:
+        return step.config
+    return {**step.config, field: step.template.name}
+
+
+def workflow_graph_snapshot(workflow: Workflow) -> tuple[int, dict[str, Any]]:
+    """(graph_version, graph document), read as one consistent snapshot.
+
+    On PostgreSQL the workflow row is share-locked first: every graph change (the service and
+    the database triggers alike) locks that row, so a save in flight is either wholly visible
+    or not at all, never half. SQLite's transactions are snapshots already."""
+    with transaction.atomic():
+        query = Workflow.objects.filter(pk=workflow.pk).values_list("graph_version", flat=True)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT graph_version FROM {Workflow._meta.db_table} WHERE id = %s FOR SHARE",
+                    [workflow.pk],
+                )
+                row = cursor.fetchone()
+            version = row[0] if row else workflow.graph_version
+        else:
+            version = query.first() or workflow.graph_version
+        return version, _graph_document(workflow)
+
+
 def workflow_graph_document(workflow: Workflow) -> dict[str, Any]:
     """The graph as a document (the inverse of workflow_save_graph)."""
-    steps = list(Step.objects.filter(workflow=workflow).order_by("id"))
+    return workflow_graph_snapshot(workflow)[1]
+
+
+def _graph_document(workflow: Workflow) -> dict[str, Any]:
+    steps = list(Step.objects.filter(workflow=workflow).select_related("template").order_by("id"))
     keys = {s.pk: s.key for s in steps}
     transitions = Transition.objects.filter(workflow=workflow).order_by("id")
     return {
@@ -306,7 +475,7 @@ def workflow_graph_document(workflow: Workflow) -> dict[str, Any]:
                 "key": s.key,
                 "type": s.type,
                 "name": s.name,
-                "config": s.config,
+                "config": step_document_config(s),
                 "position": {"x": s.position_x, "y": s.position_y},
             }
             for s in steps

@@ -5,7 +5,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from contacts_app.models import Contact, Event
-from templates_app.models import Message
+from templates_app.models import Message, Template
 from workflows_app.steps import step_type_choices
 
 
@@ -28,8 +28,13 @@ class Workflow(models.Model):
         "On: again after the previous run ended.",
     )
     enabled = models.BooleanField(default=False, help_text="Disabling stops new executions only.")
-    # Bumped on every graph save, so a worker's in-memory copy of the graph knows it is stale.
+    # Bumped by the database (triggers) on every change of a step or transition, however it is
+    # made, so a worker's in-memory copy of the graph and an editor's open copy know they are
+    # stale.
     graph_version = models.PositiveIntegerField(default=0, editable=False)
+    # Who saved the graph last, and when: what a person whose save lost a race is told.
+    graph_saved_by = models.CharField(max_length=150, blank=True, editable=False)
+    graph_saved_at = models.DateTimeField(null=True, blank=True, editable=False)
     signing_secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -52,7 +57,12 @@ class Step(models.Model):
     key = models.SlugField(max_length=64, help_text="Stable id of the step within its workflow.")
     type = models.CharField(max_length=32, choices=step_type_choices)
     name = models.CharField(max_length=200, blank=True)
+    # The stored config; a template reference is not in it but in `template` (by key), so
+    # renaming a template is safe. Documents (files, canvas) name the template instead.
     config = models.JSONField(default=dict, blank=True)
+    template = models.ForeignKey(
+        Template, null=True, blank=True, on_delete=models.PROTECT, related_name="steps"
+    )
     position_x = models.FloatField(default=0)
     position_y = models.FloatField(default=0)
 
@@ -63,7 +73,8 @@ class Step(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name or self.key
+        # Names its workflow: this is what "the template is used by ..." lists.
+        return f"{self.workflow.name}: {self.name or self.key}"
 
 
 class Transition(models.Model):

@@ -1,7 +1,9 @@
 """Provider tracking events (anymail's `tracking` signal) -> the ledger and contact events.
 
 Each delivered/opened/clicked/bounced/complained event updates its Message and is recorded as
-the contact event `email.<type>`, so a Wait for Event step can wait for `email.opened`.
+the contact event `email.<type>`, so a Wait for Event step can wait for `email.opened`. Only
+authenticated requests get here (templates_app/webhooks.py); the message is found by the
+provider's id or our unguessable token, never by a row id.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ def handle_tracking(sender, event, esp_name, **kwargs) -> None:
     if event.event_type not in PROVIDER_EVENTS:
         return
     metadata = event.metadata or {}
+    token = metadata.get("message_token")
     message = message_find(
-        provider_message_id=event.message_id or "", ledger_id=str(metadata.get("message_id", ""))
+        provider_message_id=event.message_id or "", token=token if isinstance(token, str) else ""
     )
     if message is None:
         log.info("%s %s event for unknown message %s", esp_name, event.event_type, event.message_id)

@@ -6,8 +6,10 @@ from typing import Any
 
 from django.db import transaction
 
-from workflows_app.graph import workflow_save_graph
-from workflows_app.models import Workflow
+from contacts_app.models import Contact
+from workflows_app import engine
+from workflows_app.graph import workflow_active_count, workflow_save_graph
+from workflows_app.models import Execution, Workflow
 
 
 class TriggerImmutable(ValueError):
@@ -69,3 +71,51 @@ def workflow_update(
     if changes:
         workflow.save(update_fields=[*changes, "updated_at"])
     return workflow
+
+
+class WorkflowBusy(ValueError):
+    """A delete that would orphan running work."""
+
+
+def workflow_delete(*, workflow: Workflow) -> None:
+    """Deletes a workflow with its graph and finished executions. Refused while any execution
+    is active: they would vanish mid-run. The row lock keeps a run from starting meanwhile."""
+    with transaction.atomic():
+        locked = Workflow.objects.select_for_update().filter(pk=workflow.pk).first()
+        if locked is None:
+            return
+        active = workflow_active_count(locked)
+        if active:
+            raise WorkflowBusy(
+                f"Workflow '{locked.name}' has {active} active execution(s) (running or "
+                "waiting), so it cannot be deleted. Disable it and cancel them from its "
+                "Executions tab (or wait for them to finish) first."
+            )
+        locked.delete()
+
+
+def execution_delete(*, execution: Execution) -> None:
+    """Deletes an ended execution and its history. Active ones can only be cancelled."""
+    with transaction.atomic():
+        locked = Execution.objects.select_for_update().filter(pk=execution.pk).first()
+        if locked is None:
+            return
+        if locked.is_active:
+            raise WorkflowBusy(
+                f"Execution #{locked.pk} is {locked.status.lower()}: cancel it first; active "
+                "executions cannot be deleted."
+            )
+        locked.delete()
+
+
+def contact_erase(*, contact: Contact, by: str = "") -> dict[str, int]:
+    """The privacy erase: cancels the contact's active runs, then removes the contact with
+    its events, messages (the send ledger's copies of what it was sent) and executions.
+    Returns what was removed, by kind."""
+    with transaction.atomic():
+        locked = Contact.objects.select_for_update().filter(pk=contact.pk).first()
+        if locked is None:
+            return {}
+        cancelled = engine.executions_cancel_for_contact(contact=locked, by=by or "erase")
+        _, removed = locked.delete()
+    return {"cancelled": cancelled, **{k.split(".")[-1].lower(): n for k, n in removed.items()}}

@@ -4,13 +4,16 @@ It does database work only: new and resumed executions get `wake_at = now`, whic
 execution row itself the outbox the clock hands to workers. Nothing is sent in the request.
 
 On PostgreSQL all of it is one statement (key check, idempotency claim, contact upsert, event
-insert, starts, resumes): one round trip, atomic without BEGIN/COMMIT. Elsewhere (SQLite) the
-same effects come from the ORM services in one transaction; tests run both on PostgreSQL.
+insert, starts, resumes): one round trip, atomic without BEGIN/COMMIT. The cap on contact
+data is checked inside it (contact_data_capped() raises, so a refused call writes nothing).
+Elsewhere (SQLite) the same effects come from the ORM services in one transaction; tests run
+both on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,14 +21,23 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from contacts_app import safejson
+from contacts_app.emails import email_error
 from contacts_app.models import ApiKey, IdempotencyKey
-from contacts_app.services import KeyInfo, contact_upsert, event_record, normalize_email
+from contacts_app.services import (
+    ContactDataTooLarge,
+    KeyInfo,
+    contact_upsert,
+    event_record,
+    normalize_email,
+)
 from workflows_app import engine
+
+# Raised by contact_data_capped() (contacts_app migration 0002) inside the one statement.
+CONTACT_DATA_TOO_LARGE_SQLSTATE = "LC413"
 
 
 class TrackRejected(Exception):
@@ -39,6 +51,15 @@ class TrackRejected(Exception):
 class KeyRevoked(TrackRejected):
     def __init__(self):
         super().__init__("authentication_failed", "Invalid or revoked API key.")
+
+
+class DataTooLarge(TrackRejected):
+    def __init__(self, limit: int):
+        message = (
+            f"The contact's data would be larger than {limit} bytes as JSON "
+            "(CONTACT_MAX_DATA_BYTES); nothing was recorded."
+        )
+        super().__init__("validation_error", message, {"data": message})
 
 
 class DuplicateRequest(TrackRejected):
@@ -68,34 +89,61 @@ class TrackResult:
     resumed: int
 
 
-def _depth(value: Any, limit: int, level: int = 1) -> bool:
-    """True when `value` nests deeper than `limit` objects/arrays."""
-    if level > limit:
-        return isinstance(value, dict | list)
-    if isinstance(value, dict):
-        return any(_depth(v, limit, level + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_depth(v, limit, level + 1) for v in value)
-    return False
+def track_loads(raw: bytes) -> Any:
+    """Decodes a /v1/track body with safejson's rules (no NaN/Infinity, no out-of-range numbers,
+    bounded nesting); raises TrackRejected("invalid_json"), naming the field when it can."""
+    try:
+        return safejson.loads(raw)
+    except safejson.JsonRejected as exc:
+        message = f"The body is not valid JSON: {exc}."
+        raise TrackRejected("invalid_json", message, _field_at_fault(raw, message)) from None
+    except ValueError:
+        raise TrackRejected("invalid_json", "The body is not valid JSON.") from None
 
 
-def _unstorable(value: Any) -> bool:
-    """True when a string in `value` (object keys included) holds a NUL character or a lone
-    surrogate: PostgreSQL text and jsonb refuse both, which would otherwise be a 500."""
-    if isinstance(value, str):
-        if "\x00" in value:
+_REFUSED = object()  # stands for a number safejson refuses, in a leniently read body
+
+
+def _lenient_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _REFUSED
+
+
+def _lenient_int(text: str) -> Any:
+    return _REFUSED if len(text.lstrip("-")) > 100 else int(text)
+
+
+def _field_at_fault(raw: bytes, message: str) -> dict[str, str] | None:
+    """The top-level field holding what safejson refused: the body read again leniently (each
+    refused number replaced by a marker), then each field searched. Runs only for a refused
+    body; None when the body itself is at fault (e.g. nested too deep to read at all)."""
+    try:
+        body = json.loads(
+            raw,
+            parse_constant=lambda _: _REFUSED,
+            parse_float=_lenient_float,
+            parse_int=_lenient_int,
+        )
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    for name, value in body.items():
+        if safejson.depth(value) >= safejson.MAX_DEPTH or _holds_refused(value):
+            return {str(name)[:100]: message}
+    return None
+
+
+def _holds_refused(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if item is _REFUSED:
             return True
-        if value.isascii():
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_unstorable(v) for v in value)
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
@@ -120,20 +168,18 @@ def track_parse(body: Any) -> TrackInput:
         errors["event"] = "Required: a non-empty string."
     elif len(event) > settings.TRACK_MAX_EVENT_LENGTH:
         errors["event"] = f"At most {settings.TRACK_MAX_EVENT_LENGTH} characters."
-    elif _unstorable(event):
+    elif safejson.unstorable(event):
         errors["event"] = "Must not contain NUL characters or invalid Unicode."
 
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
         errors["email"] = "Required: an email address."
+    elif len(email) > 1000:  # normalising a megabyte of text is work for nothing
+        errors["email"] = "Not a valid email address."
     else:
         email = normalize_email(email)
-        try:
-            if len(email) > 254 or _unstorable(email):
-                raise ValidationError("too long or unstorable")
-            validate_email(email)
-        except ValidationError:
-            errors["email"] = "Not a valid email address."
+        if problem := email_error(email):
+            errors["email"] = problem
 
     subscribed = body.get("subscribed")
     if subscribed is not None and not isinstance(subscribed, bool):
@@ -144,12 +190,12 @@ def track_parse(body: Any) -> TrackInput:
         data = {}
     if not isinstance(data, dict):
         errors["data"] = "Must be an object."
-    elif _depth(data, settings.TRACK_MAX_DATA_DEPTH):
+    elif safejson.depth(data) > settings.TRACK_MAX_DATA_DEPTH:
         errors["data"] = f"Nested deeper than {settings.TRACK_MAX_DATA_DEPTH} levels."
+    elif safejson.unstorable(data):
+        errors["data"] = "Strings must not contain NUL characters or invalid Unicode."
     elif len(json.dumps(data)) > settings.TRACK_MAX_DATA_BYTES:
         errors["data"] = f"Larger than {settings.TRACK_MAX_DATA_BYTES} bytes."
-    elif _unstorable(data):
-        errors["data"] = "Strings must not contain NUL characters or invalid Unicode."
 
     if errors:
         raise TrackRejected("validation_error", "Invalid request: " + ", ".join(errors), errors)
@@ -185,15 +231,23 @@ def track(
 
 
 def _track_orm(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
-    with transaction.atomic():
-        if not ApiKey.objects.filter(pk=key.id, revoked_at__isnull=True).exists():
-            raise KeyRevoked()
-        if idempotency_key is not None:
-            _claim_idempotency_key(key.id, idempotency_key, now)
-        contact, _ = contact_upsert(email=p.email, subscribed=p.subscribed, data=p.contact_data)
-        event = event_record(contact=contact, name=p.event, data=p.event_data, at=now)
-        started = engine.executions_start(contact=contact, event=event, now=now)
-        resumed = engine.executions_resume(contact=contact, event=event, now=now)
+    try:
+        with transaction.atomic():
+            if not ApiKey.objects.filter(pk=key.id, revoked_at__isnull=True).exists():
+                raise KeyRevoked()
+            if idempotency_key is not None:
+                _claim_idempotency_key(key.id, idempotency_key, now)
+            contact, _ = contact_upsert(
+                email=p.email,
+                subscribed=p.subscribed,
+                data=p.contact_data,
+                may_resubscribe=key.kind != ApiKey.PUBLIC,
+            )
+            event = event_record(contact=contact, name=p.event, data=p.event_data, at=now)
+            started = engine.executions_start(contact=contact, event=event, now=now)
+            resumed = engine.executions_resume(contact=contact, event=event, now=now)
+    except ContactDataTooLarge as exc:  # the transaction rolled back: nothing was recorded
+        raise DataTooLarge(exc.limit) from None
     return TrackResult(str(contact.pk), str(event.pk), now, started, resumed)
 
 
@@ -245,12 +299,12 @@ k AS (
 _RECORD = """,
 c AS (
   INSERT INTO contacts_app_contact (id, email, subscribed, data, created_at, updated_at)
-  SELECT %(contact_id)s, %(email)s, COALESCE(%(subscribed)s, true), %(contact_data)s::jsonb,
-         %(now)s, %(now)s
+  SELECT %(contact_id)s, %(email)s, COALESCE(%(subscribed)s, true),
+         contact_data_capped(%(contact_data)s::jsonb, %(max_data)s::int), %(now)s, %(now)s
   FROM k
   ON CONFLICT (email) DO UPDATE SET
-    data = contacts_app_contact.data || EXCLUDED.data,
-    subscribed = COALESCE(%(subscribed)s, contacts_app_contact.subscribed),
+    data = contact_data_capped(contacts_app_contact.data || EXCLUDED.data, %(max_data)s::int),
+    subscribed = COALESCE(%(subscribed_existing)s, contacts_app_contact.subscribed),
     updated_at = EXCLUDED.updated_at
   RETURNING id
 ),
@@ -298,7 +352,13 @@ def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | Non
         "event_id": uuid.uuid4(),
         "email": p.email,
         "subscribed": p.subscribed,
+        # A public key may not undo an unsubscribe: its `true` leaves an existing contact as is.
+        "subscribed_existing": (
+            None if p.subscribed and key.kind == ApiKey.PUBLIC else p.subscribed
+        ),
         "contact_data": json.dumps(p.contact_data),
+        # Data that adds no keys cannot grow the contact: skip measuring it (0: no check).
+        "max_data": settings.CONTACT_MAX_DATA_BYTES if p.contact_data else 0,
         "event_data": json.dumps(p.event_data),
         "event": p.event,
         "now": now,
@@ -308,11 +368,27 @@ def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | Non
         sql = _SQL_IDEMPOTENT
         params["idem"] = idempotency_key
         params["cutoff"] = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
-    with _statement_cursor() as cursor:
-        cursor.execute(sql, params)
-        contact_id, event_id, started, resumed, key_valid = cursor.fetchone()
+    try:
+        if connection.in_atomic_block:
+            # Inside a caller's transaction a refusal must not abort it: a savepoint. The view
+            # runs in autocommit, where the statement alone is atomic and stays one round trip.
+            with transaction.atomic():
+                row = _execute(sql, params)
+        else:
+            row = _execute(sql, params)
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == CONTACT_DATA_TOO_LARGE_SQLSTATE:
+            raise DataTooLarge(settings.CONTACT_MAX_DATA_BYTES) from None
+        raise
+    contact_id, event_id, started, resumed, key_valid = row
     if contact_id is None:
         if not key_valid:
             raise KeyRevoked()
         raise DuplicateRequest()
     return TrackResult(str(contact_id), str(event_id), now, started, resumed)
+
+
+def _execute(sql: str, params: dict[str, Any]) -> tuple:
+    with _statement_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()

@@ -1,11 +1,16 @@
 """The `smtp` provider against a real local SMTP server (aiosmtpd)."""
 
 import email
+import re
 import socket
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.core import mail
+from django.test import Client
 
+from contacts_app.models import Contact
 from contacts_app.services import contact_upsert
 from templates_app.models import Message, Template
 from templates_app.services import SendPermanentError, SendTransientError, message_send
@@ -14,11 +19,13 @@ from templates_app.services import SendPermanentError, SendTransientError, messa
 class Inbox:
     def __init__(self):
         self.messages = []
+        self.raw = []  # the bytes as the server received them
         self.reply = None  # e.g. "451 try later" to refuse
 
     async def handle_DATA(self, server, session, envelope):
         if self.reply:
             return self.reply
+        self.raw.append(envelope.original_content)
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
 
@@ -72,3 +79,90 @@ def test_a_4xx_reply_is_transient_and_a_5xx_permanent(smtp, contact):
     # The failed key stays failed: a permanent refusal is not retried by another visit.
     assert not message_send(idempotency_key="k1", template=template, contact=contact).sent_now
     assert smtp.messages == []
+
+
+# The header line exactly as Gmail and Yahoo want it: raw, never an RFC 2047 encoded-word,
+# the whole <URL> on one line.
+ONE_CLICK = re.compile(rb"List-Unsubscribe: <(https://[^<>\s]+/unsubscribe/[^<>\s]+)>")
+
+
+def header_lines(raw: bytes) -> list[bytes]:
+    return raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def one_click_url(lines: list[bytes]) -> str:
+    [index] = [i for i, line in enumerate(lines) if line.lower().startswith(b"list-unsubscribe:")]
+    line = lines[index]
+    assert b"=?" not in line
+    match = ONE_CLICK.fullmatch(line)
+    assert match, line
+    assert not lines[index + 1][:1].isspace()  # not folded onto a continuation line
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in lines
+    assert len(line) > 78  # long enough that default folding would have encoded it
+    return match.group(1).decode()
+
+
+def assert_one_click_unsubscribes(url: str) -> None:
+    assert Contact.objects.get().subscribed is True
+    # What a mailbox provider does (RFC 8058): a POST with this body, no cookie, no CSRF token.
+    response = Client(enforce_csrf_checks=True).post(
+        urlsplit(url).path, {"List-Unsubscribe": "One-Click"}
+    )
+    assert response.status_code == 200
+    assert Contact.objects.get().subscribed is False
+
+
+@pytest.fixture
+def marketing(db, settings):
+    settings.PUBLIC_URL = "https://lifecycle.example.com"
+    return Template.objects.create(name="M", subject="News", html="<p>Hello</p>")
+
+
+def test_list_unsubscribe_reaches_the_smtp_server_raw_and_unsubscribes_in_one_click(
+    smtp, contact, marketing
+):
+    message_send(idempotency_key="k1", template=marketing, contact=contact)
+    [raw] = smtp.raw
+    assert_one_click_unsubscribes(one_click_url(header_lines(raw)))
+
+
+def test_list_unsubscribe_is_raw_in_console_output_too(settings, contact, marketing, capsys):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    settings.EMAIL_PROVIDER_IDEMPOTENT = False
+    message_send(idempotency_key="k1", template=marketing, contact=contact)
+    printed = capsys.readouterr().out
+    lines = printed.split("\n\n", 1)[0].encode().split(b"\n")
+    assert_one_click_unsubscribes(one_click_url(lines))
+
+
+def test_list_unsubscribe_goes_to_an_api_provider_as_it_is(settings, contact, marketing):
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    settings.EMAIL_PROVIDER_IDEMPOTENT = False
+    message_send(idempotency_key="k1", template=marketing, contact=contact)
+    headers = mail.outbox[0].anymail_test_params["extra_headers"]
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    match = re.fullmatch(r"<(https://[^<>\s]+/unsubscribe/[^<>\s]+)>", headers["List-Unsubscribe"])
+    assert match
+    assert_one_click_unsubscribes(match.group(1))
+
+
+def test_several_list_unsubscribe_entries_fold_only_between_entries():
+    import email.policy
+
+    from templates_app.backends import LedgerEmail
+
+    long_url = "https://lifecycle.example.com/unsubscribe/" + "a" * 90
+    message = LedgerEmail(
+        subject="s",
+        body="b",
+        from_email="a@example.com",
+        to=["b@example.com"],
+        headers={"List-Unsubscribe": f"<mailto:u@example.com>, <{long_url}>, <https://x.test/u>"},
+    )
+    lines = header_lines(message.message(policy=email.policy.SMTP).as_bytes())
+    start = next(i for i, line in enumerate(lines) if line.startswith(b"List-Unsubscribe:"))
+    assert lines[start : start + 3] == [
+        b"List-Unsubscribe: <mailto:u@example.com>,",
+        f" <{long_url}>,".encode(),
+        b" <https://x.test/u>",
+    ]

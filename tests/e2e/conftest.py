@@ -157,6 +157,8 @@ class Stack:
             "web",
             [
                 GUNICORN,
+                "-c",
+                "config/gunicorn.conf.py",
                 "config.wsgi",
                 "--bind",
                 f"127.0.0.1:{port}",
@@ -288,6 +290,11 @@ def make_stack(transactional_db, smtp, tmp_path) -> Iterator[Callable[..., Stack
             LOG_LEVEL="INFO",
         )
         env.update(overrides)
+        # Steps bounded well inside the lease: the settings refuse a lease shorter than twice
+        # the longest step (EMAIL_TIMEOUT, WEBHOOK_MAX_TIMEOUT_SECONDS).
+        bound = str(max(1, int(env["ENGINE_LEASE_SECONDS"]) // 2))
+        env.setdefault("EMAIL_TIMEOUT", bound)
+        env.setdefault("WEBHOOK_MAX_TIMEOUT_SECONDS", bound)
         logs = tmp_path / f"logs{len(stacks)}"
         logs.mkdir()
         stack = Stack(env, logs)

@@ -100,6 +100,10 @@ class StepType:
     # True when running the step touches the outside world or other rows: the engine then
     # records the visit before running it and commits right after, so a retry finds the visit.
     side_effects: ClassVar[bool] = False
+    # The config field (if any) that names a template. In documents (files, canvas) it holds
+    # the template's name; in the database the step points at the template by key instead
+    # (Step.template), so a rename is safe and a template in use can not be deleted.
+    template_field: ClassVar[str] = ""
 
     def parse_config(self, raw: Any) -> Any:
         if not isinstance(raw, dict):

@@ -3,6 +3,7 @@ from datetime import timedelta
 from pydantic import Field
 
 from templates_app.models import Template
+from templates_app.rendering import TemplateError
 from templates_app.services import (
     SendPermanentError,
     SendSkipped,
@@ -33,9 +34,15 @@ class SendEmail(StepType):
     description = "Send a template to the contact."
     Config = SendEmailConfig
     side_effects = True
+    template_field = "template"
 
     def run(self, ctx: RunContext) -> Outcome:
-        template = Template.objects.filter(name=ctx.config.template).first()
+        # By key: the name in the config is only what the editor shows.
+        template = (
+            Template.objects.filter(pk=ctx.step.template_id).first()
+            if ctx.step.template_id is not None
+            else None
+        )
         if template is None:
             raise StepFailed(f"template {ctx.config.template!r} does not exist")
         try:
@@ -55,6 +62,8 @@ class SendEmail(StepType):
             raise StepRetry(str(exc), ctx.now + timedelta(seconds=30 * 2**attempt)) from exc
         except SendPermanentError as exc:
             raise StepFailed(f"provider refused the message: {exc}") from exc
+        except TemplateError as exc:  # a limit or an error in the template: retrying won't help
+            raise StepFailed(f"template {template.name!r}: {exc}") from exc
         message = result.message
         return Outcome(
             kind="next",

@@ -2,8 +2,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from contacts_app.services import contact_update_data
-from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
+from contacts_app.services import ContactDataTooLarge, contact_update_data
+from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepFailed, StepType
 
 
 class UpdateContactConfig(StepConfig):
@@ -31,9 +31,12 @@ class UpdateContact(StepType):
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config
-        contact = contact_update_data(
-            contact=ctx.contact, set=cfg.set, unset=cfg.unset, subscribed=cfg.subscribed
-        )
+        try:
+            contact = contact_update_data(
+                contact=ctx.contact, set=cfg.set, unset=cfg.unset, subscribed=cfg.subscribed
+            )
+        except ContactDataTooLarge as exc:
+            raise StepFailed(str(exc)) from exc
         # Later steps of this pass (a condition, an email) read the run's copy: keep it current.
         ctx.contact.data, ctx.contact.subscribed = contact.data, contact.subscribed
         return Outcome(

@@ -1,10 +1,12 @@
 import random
+import re
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from pydantic import AnyHttpUrl, Field
+from django.conf import settings
+from pydantic import AnyHttpUrl, Field, field_validator
 
 from templates_app.rendering import TemplateError, render_json
 from templates_app.services import template_variables
@@ -20,13 +22,33 @@ from workflows_app.steps.base import (
 
 MAX_ATTEMPTS = 6
 RETRY_STATUSES = {408, 429}
+MAX_TIMEOUT_SECONDS = 30
+# RFC 9110 field names are tokens; values may not carry CR, LF or NUL (header injection).
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 
 
 class WebhookConfig(StepConfig):
     url: AnyHttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = Field(default=None, description="JSON; Liquid in string values. Empty: default.")
-    timeout_seconds: int = Field(default=10, ge=1, le=30)
+    # The whole call, redirects and body included (capped by WEBHOOK_MAX_TIMEOUT_SECONDS).
+    timeout_seconds: int = Field(default=10, ge=1, le=MAX_TIMEOUT_SECONDS)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_single_lines(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"header name {name[:60]!r} must be a single word of letters, digits "
+                    "and !#$%&'*+-.^_`|~"
+                )
+            if HEADER_VALUE_FORBIDDEN.search(value):
+                raise ValueError(
+                    f"the value of header {name!r} contains a line break or NUL character"
+                )
+        return headers
 
 
 def default_body(ctx: RunContext) -> dict[str, Any]:
@@ -92,7 +114,7 @@ class Webhook(StepType):
                 url=str(cfg.url),
                 payload=body,
                 headers=cfg.headers,
-                timeout=cfg.timeout_seconds,
+                timeout=min(cfg.timeout_seconds, settings.WEBHOOK_MAX_TIMEOUT_SECONDS),
                 secret=ctx.execution.workflow.signing_secret,
                 msg_id=ctx.visit_key,
                 at=ctx.now,
@@ -110,11 +132,17 @@ class Webhook(StepType):
             )
         if reply.status >= 300:
             raise StepFailed(f"HTTP {reply.status}: {reply.snippet()}")
-        data = reply.json()
+        # Only what jsonb can store is kept (NaN, NUL characters ... would otherwise make every
+        # write of the run fail and leave it RUNNING); the notes say what was changed.
+        parsed = reply.parse()
+        output: dict[str, Any] = {"status": reply.status, "attempts": attempt}
+        output["response"] = parsed.data
+        if parsed.notes:
+            output["notes"] = parsed.notes
         return Outcome(
             kind="next",
-            output={"status": reply.status, "attempts": attempt, "response": data},
-            context_update={ctx.step.key: data} if data is not None else {},
+            output=output,
+            context_update={ctx.step.key: parsed.data} if parsed.data is not None else {},
         )
 
     def _retry(self, ctx: RunContext, attempt: int, error: str, retry_after: str | None = None):

@@ -12,9 +12,15 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=None, help="Stop after this long.")
 
     def handle(self, *args, seconds=None, **options):
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # SIGTERM or SIGINT (once or many times, to this process or its whole group) ends the
+        # loop after the iteration in hand: nothing is raised in the middle of a transaction.
+        received: list[str] = []
+
+        def on_signal(signum, frame):
+            received.append(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         self.stdout.write("clock started")
-        try:
-            clock_loop(stop_after=seconds)
-        except KeyboardInterrupt:
-            self.stdout.write("clock stopped")
+        clock_loop(stop_after=seconds, stopping=lambda: bool(received))
+        self.stdout.write(f"clock stopped ({received[0]})" if received else "clock stopped")

@@ -1,0 +1,37 @@
+"""gunicorn's settings for every way the web process starts (Procfile, the e2e tests, the
+benchmark): `gunicorn -c config/gunicorn.conf.py config.wsgi ...`. Bind, workers and the access
+log stay on the command line."""
+
+import os
+import sys
+from pathlib import Path
+
+from gunicorn.glogging import Logger
+
+# This file is read before gunicorn puts the project on the import path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.redact import RedactFilter  # noqa: E402
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger, with unsubscribe tokens removed from the access log (request line,
+    Referer) and the error log ("Error handling request /unsubscribe/...")."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, RedactFilter) for f in log.filters):
+                log.addFilter(RedactFilter())
+
+
+logger_class = RedactingLogger
+
+# gunicorn >= 25 opens a control socket (for `gunicornc`) at one path per user,
+# $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl: a second instance on the host
+# would take it over, and remove it when it stops. Off unless this instance is given its own.
+control_socket_path = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+if control_socket_path:
+    control_socket = control_socket_path
+else:
+    control_socket_disable = True
