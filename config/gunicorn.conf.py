@@ -15,8 +15,9 @@ from config.redact import RedactFilter  # noqa: E402
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger, with unsubscribe tokens removed from the access log (request line,
-    Referer) and the error log ("Error handling request /unsubscribe/...")."""
+    """gunicorn's logger, with the tokens of the contact's pages (unsubscribe, subscribe,
+    manage) removed from the access log (request line, Referer) and the error log ("Error
+    handling request /unsubscribe/...")."""
 
     def setup(self, cfg):
         super().setup(cfg)

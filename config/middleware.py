@@ -1,12 +1,18 @@
-"""Refuses query strings no view can use, before any view sees them."""
+"""Refuses input no view can use (NUL in a query string, a malformed admin selection) with a
+400 instead of a 500."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from contacts_app.api_errors import error_body
+
+log = logging.getLogger(__name__)
 
 NUL_MESSAGE = "A query parameter contains a NUL character."
 
@@ -35,3 +41,30 @@ def _has_nul(request: HttpRequest) -> bool:
         "\x00" in key or any("\x00" in value for value in values)
         for key, values in request.GET.lists()
     )
+
+
+class AdminBadSelectionMiddleware:
+    """An admin list action posted with ids that are not ids of that model (`not-a-uuid` for a
+    contact, `x` for an execution) makes Django's admin raise while it filters the selection:
+    that is the client's mistake, a 400, not a 500. Only for requests that carry a selection,
+    so no other error is hidden."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if (
+            request.method == "POST"
+            and request.path.startswith("/admin/")
+            and isinstance(exception, ValidationError | ValueError)
+            and request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        ):
+            log.warning("refused a malformed admin selection on %s: %s", request.path, exception)
+            return HttpResponseBadRequest(
+                "<!doctype html><title>Bad request</title><h1>Bad request (400)</h1>"
+                "<p>The selected items are not valid ids; reload the list and try again.</p>"
+            )
+        return None

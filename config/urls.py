@@ -8,7 +8,7 @@ from django.views.defaults import page_not_found, server_error
 from contacts_app import views as contact_views
 from contacts_app.api import ContactDetailView
 from contacts_app.api_errors import error_body
-from templates_app.webhooks import tracking_webhook
+from templates_app.webhooks import inbound_webhook, tracking_webhook
 from workflows_app.api import TrackView
 
 admin.site.site_header = "Lifecycle"
@@ -34,10 +34,14 @@ urlpatterns = [
     path("v1/track", TrackView.as_view(), name="track"),
     path("v1/contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
+    path("subscribe/<str:token>", contact_views.subscribe, name="subscribe"),
+    path("manage/<str:token>", contact_views.manage, name="manage"),
     path("healthz", healthz),
     # The configured provider's tracking webhook only, e.g. /anymail/postmark/tracking/; it
     # refuses everything until its secrets are set (templates_app/webhooks.py).
     path("anymail/<str:provider>/tracking/", tracking_webhook, name="provider-tracking"),
+    # Its inbound mail webhook, authenticated the same way (`email.received`).
+    path("anymail/<str:provider>/inbound/", inbound_webhook, name="provider-inbound"),
     path("admin/", admin.site.urls),
 ]
 

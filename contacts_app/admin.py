@@ -3,12 +3,19 @@ import json
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 from django.utils.html import format_html
 
 from contacts_app import safejson
 from contacts_app.models import ApiKey, Contact, Event
-from contacts_app.services import apikey_create, apikey_revoke
+from contacts_app.services import (
+    ContactDataTooLarge,
+    apikey_create,
+    apikey_revoke,
+    contact_replace,
+    contact_upsert,
+)
 
 
 class EventInline(admin.TabularInline):
@@ -40,6 +47,24 @@ class StrictJSONField(forms.JSONField):
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}", code="invalid") from None
         return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        # Redisplaying refused input must not parse it with plain json (100,000 "[" would
+        # raise RecursionError there): shown back as typed.
+        if self.disabled:
+            return initial
+        if data is None:
+            return None
+        try:
+            return safejson.loads(data)
+        except ValueError:
+            return InvalidJSONInput(data)
+
+    def has_changed(self, initial, data):
+        try:
+            return super().has_changed(initial, data)
+        except (forms.ValidationError, ValueError, RecursionError):
+            return True
 
 
 class ContactForm(forms.ModelForm):
@@ -73,6 +98,24 @@ class ContactAdmin(admin.ModelAdmin):
     inlines = [EventInline]
     show_full_result_count = False
 
+    def save_model(self, request, obj, form, change):
+        # Through the services, like every other write: the contact data rules (null removes a
+        # key, "" leaves it, reserved keys are dropped) and the contact.subscribed /
+        # contact.unsubscribed events on a real change.
+        data = form.cleaned_data.get("data") or {}
+        try:
+            if change:
+                saved = contact_replace(
+                    contact=obj, email=obj.email, subscribed=obj.subscribed, data=data
+                )
+            else:
+                saved, _ = contact_upsert(email=obj.email, subscribed=obj.subscribed, data=data)
+        except ContactDataTooLarge as exc:  # clean_data checked the size: only a race gets here
+            messages.error(request, str(exc))
+            return
+        for field in ("pk", "email", "subscribed", "data", "created_at", "updated_at"):
+            setattr(obj, field, getattr(saved, field))
+
     def get_search_results(self, request, queryset, search_term):
         # Emails are stored lower-case: a case-insensitive search is a plain one on the term.
         term = search_term.strip().lower()
@@ -104,6 +147,12 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_view_permission(self, request, obj=None):
+        # An event's data is contact data: it takes the contact permission too.
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            "contacts_app.view_contact"
+        )
 
     def has_change_permission(self, request, obj=None):
         return False

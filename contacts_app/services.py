@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +38,76 @@ class ContactDataTooLarge(ValueError):
         )
 
 
+# Keys a write never stores: the variables every template gets (a contact's own `email` or
+# `unsubscribeUrl` would be shadowed or, worse, shadow them) and Plunk's `plunk_*`.
+RESERVED_DATA_KEYS = frozenset({"id", "email", "unsubscribeUrl", "subscribeUrl", "manageUrl"})
+RESERVED_DATA_PREFIX = "plunk_"
+
+
+def contact_data_is_reserved(key: str) -> bool:
+    return key in RESERVED_DATA_KEYS or key.startswith(RESERVED_DATA_PREFIX)
+
+
+def contact_data_changes(data: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """What writing `data` into a contact's data means, for every write path (/v1/track's SQL
+    and ORM paths, contact_upsert, the Update Contact step, the admin): returns (set, unset),
+    applied as `(data || set) - unset`. Plunk's rules: `null` deletes the key, `""` changes
+    nothing, reserved keys (`id`, `email`, the three page URLs, `plunk_*`) are dropped."""
+    to_set: dict[str, Any] = {}
+    to_unset: list[str] = []
+    for key, value in (data or {}).items():
+        if contact_data_is_reserved(key) or value == "":
+            continue
+        if value is None:
+            to_unset.append(key)
+        else:
+            to_set[key] = value
+    return to_set, to_unset
+
+
+def _merged(current: dict[str, Any], to_set: dict[str, Any], to_unset: list[str]):
+    merged = {**current, **to_set}
+    for key in to_unset:
+        merged.pop(key, None)
+    return merged
+
+
+# --- System events: contact.subscribed / contact.unsubscribed ----------------------------------
+# contacts_app sits below workflows_app, so it can not start workflows itself. Every service
+# here that changes `subscribed` reports a real flip to one recorder, in the transaction of the
+# change; workflows_app registers its recorder (track_internal: store the event, start and
+# resume workflows) in WorkflowsAppConfig.ready(). Without it the event is only stored.
+# A plain callback rather than a Django signal: one receiver, called explicitly, easy to follow.
+
+SystemEventRecorder = Callable[..., Any]
+_system_event_recorder: SystemEventRecorder | None = None
+
+
+def system_event_recorder_set(recorder: SystemEventRecorder | None) -> None:
+    """recorder(contact_id=..., name=..., data=..., now=...) records a system event."""
+    global _system_event_recorder
+    _system_event_recorder = recorder
+
+
+def system_event_record(
+    *, contact_id: Any, name: str, data: dict[str, Any] | None = None, now: datetime | None = None
+) -> None:
+    """Records a system event (`contact.*`, `email.*`) for a contact, like a tracked event."""
+    now = now or timezone.now()
+    if _system_event_recorder is not None:
+        _system_event_recorder(contact_id=contact_id, name=name, data=data or {}, now=now)
+    else:
+        Event.objects.create(contact_id=contact_id, name=name, data=data or {}, created_at=now)
+
+
+def subscription_event_name(subscribed: bool) -> str:
+    return "contact.subscribed" if subscribed else "contact.unsubscribed"
+
+
+def _subscription_flipped(contact_id: Any, subscribed: bool, now: datetime) -> None:
+    system_event_record(contact_id=contact_id, name=subscription_event_name(subscribed), now=now)
+
+
 def contact_data_size(data: dict[str, Any]) -> int:
     """Size of contact data as measured against CONTACT_MAX_DATA_BYTES: its JSON text in UTF-8
     bytes (what PostgreSQL's `octet_length(data::text)` measures, give or take number spelling)."""
@@ -55,25 +127,29 @@ def contact_upsert(
     data: dict[str, Any] | None = None,
     may_resubscribe: bool = True,
 ) -> tuple[Contact, bool]:
-    """Create the contact or merge `data` into it (top-level keys); returns (contact, created).
+    """Create the contact or merge `data` into it (top-level keys, with contact_data_changes'
+    rules); returns (contact, created).
 
     `subscribed` changes only when given; new contacts are subscribed unless told otherwise.
     With `may_resubscribe=False` (a public key) `subscribed=True` does not change an existing
-    contact: only the contact may undo an unsubscribe. Raises ContactDataTooLarge, writing
-    nothing, when the merged data would pass CONTACT_MAX_DATA_BYTES.
+    contact: only the contact may undo an unsubscribe. A real change of an existing contact's
+    subscription records `contact.subscribed` / `contact.unsubscribed` in the same transaction.
+    Raises ContactDataTooLarge, writing nothing, when the merged data would pass
+    CONTACT_MAX_DATA_BYTES.
     """
     email = normalize_email(email)
     now = timezone.now()
+    to_set, to_unset = contact_data_changes(data)
     with transaction.atomic():
         contact = Contact.objects.select_for_update().filter(email=email).first()
         if contact is None:
-            if data:
-                _check_data_size(data)
+            if to_set:
+                _check_data_size(to_set)
             contact, created = Contact.objects.get_or_create(
                 email=email,
                 defaults={
                     "subscribed": True if subscribed is None else subscribed,
-                    "data": dict(data or {}),
+                    "data": to_set,
                     "created_at": now,
                     "updated_at": now,
                 },
@@ -81,14 +157,18 @@ def contact_upsert(
             if created:
                 return contact, True
             contact = Contact.objects.select_for_update().get(pk=contact.pk)
-        if data:
-            merged = {**contact.data, **data}
-            _check_data_size(merged)
+        if to_set or to_unset:
+            merged = _merged(contact.data, to_set, to_unset)
+            if to_set:
+                _check_data_size(merged)
             contact.data = merged
+        was_subscribed = contact.subscribed
         if subscribed is not None and (may_resubscribe or not subscribed):
             contact.subscribed = subscribed
         contact.updated_at = now
         contact.save(update_fields=["data", "subscribed", "updated_at"])
+        if contact.subscribed != was_subscribed:
+            _subscription_flipped(contact.pk, contact.subscribed, now)
     return contact, False
 
 
@@ -99,36 +179,48 @@ def contact_update_data(
     unset: list[str] | None = None,
     subscribed: bool | None = None,
 ) -> Contact:
-    """Raises ContactDataTooLarge, writing nothing, when the data would pass
-    CONTACT_MAX_DATA_BYTES (only setting keys can grow it)."""
+    """Sets and removes data keys (`set` with contact_data_changes' rules: a `null` value
+    removes its key) and may change `subscribed` (a real change records `contact.subscribed` /
+    `contact.unsubscribed` in the same transaction). Raises ContactDataTooLarge, writing
+    nothing, when the data would pass CONTACT_MAX_DATA_BYTES (only setting keys can grow it)."""
     now = timezone.now()
-    limit = settings.CONTACT_MAX_DATA_BYTES if set else 0
+    to_set, nulls = contact_data_changes(set)
+    to_unset = list(dict.fromkeys([*(unset or []), *nulls]))
+    limit = settings.CONTACT_MAX_DATA_BYTES if to_set else 0
     if connection.vendor == "postgresql":
         # One statement (row lock, merge, write) instead of a transaction of four: this runs
-        # for every Update Contact step, so it is on the engine's hot path.
-        merged = "(data || %s::jsonb) - %s::text[]"
-        changes: list[Any] = [json.dumps(set or {}), list(unset or [])]
-        params: list[Any] = [*changes, subscribed, now, contact.pk]
+        # for every Update Contact step, so it is on the engine's hot path. `old` reads the
+        # subscription under the row lock, so a flip is seen exactly (only when one can happen:
+        # then the statement and the event it records share a transaction).
+        table = Contact._meta.db_table
+        merged = "(c.data || %s::jsonb) - %s::text[]"
+        changes: list[Any] = [json.dumps(to_set), to_unset]
+        params: list[Any] = [contact.pk, *changes, subscribed, now, contact.pk]
         within_limit = ""
         if limit:  # the cap in the same statement: nothing is written past it
             within_limit = f" AND octet_length(({merged})::text) <= %s"
             params += [*changes, limit]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {Contact._meta.db_table} SET data = {merged}, "
-                "subscribed = COALESCE(%s, subscribed), updated_at = %s "
-                f"WHERE id = %s{within_limit} "
-                "RETURNING id, email, subscribed, data, created_at, updated_at",
-                params,
-            )
-            row = cursor.fetchone()
-        if row is None:
-            if limit and Contact.objects.filter(pk=contact.pk).exists():
-                raise ContactDataTooLarge(limit)
-            raise Contact.DoesNotExist(f"contact {contact.pk} does not exist")
-        values = list(row)
-        if isinstance(values[3], str):
-            values[3] = json.loads(values[3])
+        sql = (
+            f"WITH old AS (SELECT id, subscribed FROM {table} WHERE id = %s FOR UPDATE) "
+            f"UPDATE {table} c SET data = {merged}, "
+            "subscribed = COALESCE(%s, c.subscribed), updated_at = %s "
+            f"FROM old WHERE c.id = %s AND c.id = old.id{within_limit} "
+            "RETURNING c.id, c.email, c.subscribed, c.data, c.created_at, c.updated_at, "
+            "old.subscribed"
+        )
+        with transaction.atomic() if subscribed is not None else nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            if row is None:
+                if limit and Contact.objects.filter(pk=contact.pk).exists():
+                    raise ContactDataTooLarge(limit)
+                raise Contact.DoesNotExist(f"contact {contact.pk} does not exist")
+            values = list(row[:6])
+            if isinstance(values[3], str):
+                values[3] = json.loads(values[3])
+            if values[2] != row[6]:
+                _subscription_flipped(values[0], values[2], now)
         return Contact.from_db(
             connection.alias,
             ["id", "email", "subscribed", "data", "created_at", "updated_at"],
@@ -136,21 +228,62 @@ def contact_update_data(
         )
     with transaction.atomic():
         fresh = Contact.objects.select_for_update().get(pk=contact.pk)
-        data = {**fresh.data, **(set or {})}
-        for key in unset or []:
-            data.pop(key, None)
+        data = _merged(fresh.data, to_set, to_unset)
         if limit:
             _check_data_size(data)
         fresh.data = data
+        was_subscribed = fresh.subscribed
         if subscribed is not None:
             fresh.subscribed = subscribed
         fresh.updated_at = now
         fresh.save(update_fields=["data", "subscribed", "updated_at"])
+        if fresh.subscribed != was_subscribed:
+            _subscription_flipped(fresh.pk, fresh.subscribed, now)
     return fresh
 
 
-def contact_set_subscribed(*, contact: Contact, subscribed: bool) -> None:
-    Contact.objects.filter(pk=contact.pk).update(subscribed=subscribed, updated_at=timezone.now())
+def contact_replace(
+    *, contact: Contact, email: str, subscribed: bool, data: dict[str, Any]
+) -> Contact:
+    """A person's edit of a whole contact (the admin form): `data` is the contact's data as it
+    should be, written with contact_data_changes' rules (keys left out are removed, `null`
+    removes, `""` leaves the key as it was, reserved keys are dropped). A real change of
+    `subscribed` records its event. Raises ContactDataTooLarge, writing nothing."""
+    now = timezone.now()
+    to_set, to_unset = contact_data_changes(data)
+    with transaction.atomic():
+        fresh = Contact.objects.select_for_update().get(pk=contact.pk)
+        kept = {key for key, value in data.items() if value == ""}
+        gone = [key for key in fresh.data if key not in data and key not in kept]
+        merged = _merged(fresh.data, to_set, [*to_unset, *gone])
+        # Reserved keys already stored (written before these rules) go too.
+        merged = {key: value for key, value in merged.items() if not contact_data_is_reserved(key)}
+        if to_set:  # only setting keys can grow it
+            _check_data_size(merged)
+        was_subscribed = fresh.subscribed
+        fresh.email = normalize_email(email)
+        fresh.subscribed = subscribed
+        fresh.data = merged
+        fresh.updated_at = now
+        fresh.save(update_fields=["email", "data", "subscribed", "updated_at"])
+        if fresh.subscribed != was_subscribed:
+            _subscription_flipped(fresh.pk, fresh.subscribed, now)
+    return fresh
+
+
+def contact_set_subscribed(*, contact: Contact, subscribed: bool) -> bool:
+    """Subscribes or unsubscribes; returns whether it changed anything. A real change records
+    `contact.subscribed` / `contact.unsubscribed` in the same transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = bool(
+            Contact.objects.filter(pk=contact.pk)
+            .exclude(subscribed=subscribed)
+            .update(subscribed=subscribed, updated_at=now)
+        )
+        if changed:
+            _subscription_flipped(contact.pk, subscribed, now)
+    return changed
 
 
 def event_record(
@@ -172,6 +305,30 @@ def unsubscribe_token(contact: Contact) -> str:
 
 def unsubscribe_url(contact: Contact) -> str:
     path = reverse("unsubscribe", kwargs={"token": unsubscribe_token(contact)})
+    return settings.PUBLIC_URL + path
+
+
+# The preference page (`manageUrl`) and the resubscribe page (`subscribeUrl`) have tokens of
+# their own: a token signed for one page does not open another.
+SUBSCRIBE_SALT = "contacts.subscribe"
+MANAGE_SALT = "contacts.manage"
+
+
+def subscribe_token(contact: Contact) -> str:
+    return signing.dumps(str(contact.pk), salt=SUBSCRIBE_SALT, compress=True)
+
+
+def subscribe_url(contact: Contact) -> str:
+    path = reverse("subscribe", kwargs={"token": subscribe_token(contact)})
+    return settings.PUBLIC_URL + path
+
+
+def manage_token(contact: Contact) -> str:
+    return signing.dumps(str(contact.pk), salt=MANAGE_SALT, compress=True)
+
+
+def manage_url(contact: Contact) -> str:
+    path = reverse("manage", kwargs={"token": manage_token(contact)})
     return settings.PUBLIC_URL + path
 
 

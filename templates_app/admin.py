@@ -1,11 +1,10 @@
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 
+from contacts_app import safejson
 from contacts_app.models import Contact
 from templates_app.models import Message, Template
 from templates_app.rendering import TemplateError, template_check
@@ -58,13 +57,17 @@ def _contact_refused(request) -> bool:
 def _preview_input(request):
     """(contact or None, sample data, error message) from the preview controls."""
     email = (request.POST.get("contact") or "").strip().lower()
+    if email and (len(email) > 254 or safejson.unstorable(email)):
+        return None, {}, "That is not an email address."
     contact = Contact.objects.filter(email=email).first() if email else None
     if email and contact is None:
         return None, {}, f"No contact with email {email}."
     try:
-        sample = json.loads(request.POST.get("sample") or "{}")
-    except ValueError:
-        return None, {}, "Sample data is not valid JSON."
+        sample = safejson.loads(request.POST.get("sample") or "{}")
+    except ValueError as exc:
+        return None, {}, f"Sample data is not valid JSON: {exc}."
+    if safejson.unstorable(sample):
+        return None, {}, "Sample data can not hold NUL characters or invalid Unicode."
     if not isinstance(sample, dict):
         return None, {}, "Sample data must be a JSON object."
     return contact, sample or SAMPLE_DATA, ""
@@ -212,8 +215,17 @@ class MessageAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # A message is contact data (its address, and a subject and body rendered from the
+        # contact's data): it takes the contact permission too.
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            CONTACT_VIEW_PERMISSION
+        )
+
     def has_resend_permission(self, request, obj=None):
-        return request.user.has_perm("templates_app.resend_message")
+        return request.user.has_perm("templates_app.resend_message") and self.has_view_permission(
+            request, obj
+        )
 
     def get_urls(self):
         return [

@@ -1,6 +1,8 @@
 """Liquid rendering for email templates (python-liquid: sandboxed, no file or code access).
 
-HTML is auto-escaped; subject and text are not. Unknown variables render empty.
+HTML is auto-escaped (`| raw` opts out); subject and text are not. Unknown variables render
+empty. The language is Liquid as Plunk speaks it (language.py: `??` fallbacks, keys with
+spaces, JS truthiness in conditions, lists as `<li>` lines).
 
 Every render is bounded, so a template can not hang a worker or fill its memory: output size
 (per part), loop iterations, the size of ranges and lists a filter takes or returns, the size
@@ -11,6 +13,7 @@ Going past one raises TemplateError naming the limit.
 from __future__ import annotations
 
 import html
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +25,10 @@ from typing import Any
 
 from django.conf import settings
 from liquid import BoundTemplate, Environment, RenderContext
+from liquid.builtin.expressions import LoopExpression
+from liquid.builtin.output import OutputNode
+from liquid.builtin.tags.for_tag import ForTag
+from liquid.builtin.tags.tablerow_tag import TablerowTag
 from liquid.exceptions import (
     LiquidError,
     LocalNamespaceLimitError,
@@ -30,6 +37,9 @@ from liquid.exceptions import (
     ResourceLimitError,
 )
 from liquid.output import LimitedStringIO
+from liquid.undefined import is_undefined
+
+from templates_app import language
 
 MAX_OUTPUT_BYTES = 1_000_000  # per rendered part (subject, HTML, text, each JSON string)
 MAX_ITEMS = 10_000  # loop iterations in all, and items in a range or list a filter handles
@@ -127,6 +137,41 @@ class _Context(RenderContext):
         return _Buffer(limit=MAX_OUTPUT_BYTES - carry)
 
 
+class _BoundedLoop(LoopExpression):
+    """A `for`/`tablerow` over a range: refused past MAX_ITEMS before anything iterates, so an
+    `offset` can not make liquid skip through a billion items (work that writes no output and
+    runs no filter, which the other limits would not see)."""
+
+    __slots__ = ()
+
+    def _to_iter(self, obj: object, context: RenderContext) -> tuple[Iterator[Any], int]:
+        if isinstance(obj, range):
+            try:
+                size = len(obj)
+            except OverflowError:
+                size = MAX_ITEMS + 1
+            if size > MAX_ITEMS:
+                raise TemplateLimitError(
+                    f"for: the range has more than {MAX_ITEMS} items, the limit", token=None
+                )
+        return super()._to_iter(obj, context)
+
+
+class _BoundedFor(ForTag):
+    def parse(self, stream):
+        node = super().parse(stream)
+        if isinstance(getattr(node, "expression", None), LoopExpression):
+            node.expression.__class__ = _BoundedLoop  # type: ignore[attr-defined]
+        return node
+
+
+class _BoundedTablerow(TablerowTag):
+    def parse(self, stream):
+        node = super().parse(stream)
+        node.expression.__class__ = _BoundedLoop
+        return node
+
+
 class _Template(BoundTemplate):
     context_class = _Context
 
@@ -140,6 +185,12 @@ class _Sandboxed(Environment):
     output_stream_limit = MAX_OUTPUT_BYTES
     context_depth_limit = 30
     local_namespace_limit = 100_000  # bytes, in the message below
+
+    def setup_tags_and_filters(self, *, extra: bool = False) -> None:
+        super().setup_tags_and_filters(extra=extra)
+        self.tags["for"] = _BoundedFor(self)
+        self.tags["tablerow"] = _BoundedTablerow(self)
+        language.install(self)  # Plunk's dialect: `??`, keys with spaces, JS truthiness, raw
 
 
 _plain = _Sandboxed(autoescape=False)
@@ -224,6 +275,65 @@ def _render_json(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, list):
         return [_render_json(v, variables) for v in value]
     return value
+
+
+# A string that is one output statement and nothing else (whitespace aside): `{{ x }}`.
+ONE_OUTPUT = re.compile(r"\s*\{\{(?:(?!\{\{|\}\}|\{%).)*\}\}\s*", re.DOTALL)
+
+
+def render_typed_json(value: Any, variables: dict[str, Any]) -> Any:
+    """Liquid in every string of a JSON value (a Webhook body); a string that is exactly one
+    `{{ x }}` becomes x's own JSON value (a number, boolean, object, list or null), not its
+    text, as on Plunk."""
+    with _render_deadline():  # one deadline for the whole body, as render_json
+        return _render_body(value, variables)
+
+
+def _render_body(value: Any, variables: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return (
+            _typed(value, variables)
+            if ONE_OUTPUT.fullmatch(value)
+            else render_json(value, variables)
+        )
+    if isinstance(value, dict):
+        return {k: _render_body(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_body(v, variables) for v in value]
+    return value
+
+
+def _typed(source: str, variables: dict[str, Any]) -> Any:
+    # The template environment's own parser and limits (`??` fallbacks, filters, the render
+    # deadline); only the output's value is kept instead of its text.
+    try:
+        template = _plain.from_string(source)
+        nodes = [n for n in template.nodes if isinstance(n, OutputNode)]
+        if len(nodes) != 1:
+            return render_json(source, variables)
+        context = template.context_class(template, globals=template.make_globals(variables))
+        return _json_value(nodes[0].expression.evaluate(context))
+    except LiquidError as exc:
+        raise TemplateError({"body": _describe(exc)}) from exc
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or is_undefined(value):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # as JSON.stringify does: NaN and Infinity are not JSON
+    if isinstance(value, bool | int | float | str):
+        return value if type(value) in (bool, int, float, str) else str(value)  # Markup: text
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | range):
+        # A range literal is lazy: `{{ (1..100000000) }}` must not become a list first.
+        if len(value) > MAX_ITEMS:
+            raise TemplateError(
+                {"body": f"a list of {len(value)} items, more than the limit of {MAX_ITEMS}"}
+            )
+        return [_json_value(v) for v in value]
+    return str(value)  # a Decimal or anything else a filter made
 
 
 class _TextExtractor(HTMLParser):

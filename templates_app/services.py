@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import smtplib
 import socket
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contacts_app.models import Contact
-from contacts_app.services import unsubscribe_url
+from contacts_app.services import (
+    contact_set_subscribed,
+    manage_url,
+    subscribe_url,
+    system_event_record,
+    unsubscribe_url,
+)
 from templates_app.backends import LedgerEmail
 from templates_app.models import Message, Template
 from templates_app.rendering import Rendered, render
@@ -41,19 +50,29 @@ class ResendRefused(Exception):
 def template_variables(
     *, contact: Contact, context: dict[str, Any] | None = None, workflow_name: str = ""
 ) -> dict[str, Any]:
-    """Contact data at top level and under `contact.`, reserved variables, `event.` context.
+    """The scope of every render (workflow sends, previews, test sends, Webhook bodies).
 
-    Reserved names win over contact data keys of the same name.
+    Plunk's: `id`, `email`, contact data and the execution context at top level (the context
+    wins over contact data), `data` (contact data), `event` (the context), `unsubscribeUrl`,
+    `subscribeUrl`, `manageUrl`. Ours besides: `contact.*` (data, `email`, `subscribed`),
+    `subscribed`, `workflow.name`. The named variables win over data and context keys of the
+    same name.
     """
-    contact_vars = {**contact.data, "email": contact.email, "subscribed": contact.subscribed}
+    data = dict(contact.data or {})
+    event = dict(context or {})
     return {
-        **contact.data,
-        "contact": contact_vars,
+        **data,
+        **event,
+        "id": str(contact.pk) if contact.pk is not None else "",
         "email": contact.email,
         "subscribed": contact.subscribed,
-        "unsubscribeUrl": unsubscribe_url(contact),
-        "event": context or {},
+        "data": data,
+        "event": event,
+        "contact": {**data, "email": contact.email, "subscribed": contact.subscribed},
         "workflow": {"name": workflow_name},
+        "unsubscribeUrl": unsubscribe_url(contact),
+        "subscribeUrl": subscribe_url(contact),
+        "manageUrl": manage_url(contact),
     }
 
 
@@ -131,8 +150,14 @@ def message_send(
     contact: Contact,
     context: dict[str, Any] | None = None,
     workflow_name: str = "",
+    to_email: str | None = None,
 ) -> SendResult:
     """Sends at most once per idempotency key.
+
+    `to_email` sends to that address instead of the contact's (Send Email's CUSTOM recipient):
+    the message is still recorded against the contact and rendered with its data, but the
+    contact's subscription is not checked (the mail is not for them) and no List-Unsubscribe
+    header is added (a mail client's one-click unsubscribe would unsubscribe the contact).
 
     The ledger row is committed (status "sending") before the provider is called and updated
     after. A later call with the same key never sends again, with one exception: if the row is
@@ -156,7 +181,7 @@ def message_send(
 
     # Checked again at the moment of sending, not only when the workflow reached the step.
     fresh = Contact.objects.only("subscribed").get(pk=contact.pk)
-    if template.type == Template.MARKETING and not fresh.subscribed:
+    if template.type == Template.MARKETING and to_email is None and not fresh.subscribed:
         raise SendSkipped("skipped: unsubscribed")
 
     rendered = template_render(
@@ -168,7 +193,7 @@ def message_send(
                 idempotency_key=idempotency_key,
                 contact=contact,
                 template=template,
-                to_email=contact.email,
+                to_email=contact.email if to_email is None else to_email,
                 from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
                 subject=rendered.subject,
                 html=rendered.html,
@@ -237,29 +262,72 @@ def message_resend(*, message: Message, user: Any) -> Message:
 
 def _deliver(message: Message, template: Template, contact: Contact) -> Message:
     email = _build_email(message, template, contact)
+    connection = get_connection()
+    try:
+        # Nothing of the message has left yet: any failure here is safe to retry.
+        connection.open()
+    except Exception as exc:  # noqa: BLE001 - the provider could not be reached
+        message.delete()
+        raise SendTransientError(f"{type(exc).__name__}: {exc}"[:2000]) from exc
+    email.connection = connection
     try:
         email.send()
     except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
         error = f"{type(exc).__name__}: {exc}"[:2000]
+        if _may_have_been_accepted(exc) and not settings.EMAIL_PROVIDER_IDEMPOTENT:
+            # A timeout or a dropped connection while sending: the provider may have taken it.
+            # Sending again could deliver it twice, so it is not sent again (at most once);
+            # ops see it as unknown and a person may resend it.
+            message.status = Message.UNKNOWN
+            message.error = (
+                f"The send was interrupted ({error}); not sent again to avoid a duplicate."
+            )
+            message.save(update_fields=["status", "error", "updated_at"])
+            return message
         if _is_transient(exc):
-            # Refused before acceptance: free the key so the retry can send.
+            # Refused before acceptance (or a provider that de-duplicates on our key): free
+            # the key so the retry can send.
             message.delete()
             raise SendTransientError(error) from exc
         message.status, message.error = Message.FAILED, error
         message.save(update_fields=["status", "error", "updated_at"])
         raise SendPermanentError(error) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
     status = getattr(email, "anymail_status", None)
     provider_id = getattr(status, "message_id", None)
     message.provider_message_id = "" if provider_id is None else str(provider_id)[:255]
     message.status = Message.SENT
     message.sent_at = timezone.now()
     message.save(update_fields=["status", "provider_message_id", "sent_at", "updated_at"])
+    system_event_record(
+        contact_id=message.contact_id,
+        name="email.sent",
+        data=message_event_data(message),
+        now=message.sent_at,
+    )
     return message
+
+
+def message_event_data(message: Message) -> dict[str, Any]:
+    """Plunk's data of an `email.*` system event about a message we sent."""
+    from_name, from_address = parseaddr(message.from_email)
+    return {
+        "subject": message.subject,
+        "from": from_address or message.from_email,
+        "fromName": from_name,
+        "messageId": message.provider_message_id,
+        "emailId": str(message.pk),
+        "templateId": str(message.template_id) if message.template_id is not None else None,
+        "sentAt": message.sent_at.isoformat() if message.sent_at else None,
+    }
 
 
 def _build_email(message: Message, template: Template, contact: Contact) -> LedgerEmail:
     headers = {}
-    if template.type == Template.MARKETING:
+    # Only to the contact: a CUSTOM recipient's one-click unsubscribe must not unsubscribe them.
+    if template.type == Template.MARKETING and message.to_email.lower() == contact.email.lower():
         url = unsubscribe_url(contact)
         headers["List-Unsubscribe"] = f"<{url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -277,6 +345,47 @@ def _build_email(message: Message, template: Template, contact: Contact) -> Ledg
     email.metadata = {"message_token": message.token, "idempotency_key": message.idempotency_key}  # type: ignore[attr-defined]
     email.tags = [template.type]  # type: ignore[attr-defined]
     return email
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _may_have_been_accepted(exc: Exception) -> bool:
+    """A failure after (part of) the message went out, with no answer from the provider: a
+    timeout or a connection dropped mid-send. An explicit answer (an SMTP code, an HTTP status)
+    or a connection that never opened means it was not taken."""
+    import requests
+
+    for cause in _causes(exc):
+        if isinstance(cause, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused):
+            return False
+        if getattr(getattr(cause, "response", None), "status_code", None) is not None:
+            return False
+        if isinstance(
+            cause,
+            requests.exceptions.ConnectTimeout | ConnectionRefusedError | socket.gaierror,
+        ):
+            return False
+    return any(
+        isinstance(
+            cause,
+            socket.timeout
+            | TimeoutError
+            | smtplib.SMTPServerDisconnected
+            | ConnectionResetError
+            | BrokenPipeError
+            | requests.exceptions.ReadTimeout
+            | requests.exceptions.ChunkedEncodingError
+            | requests.exceptions.ConnectionError,
+        )
+        for cause in _causes(exc)
+    )
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -337,7 +446,6 @@ def message_apply_provider_event(*, message: Message, event_type: str, detail: s
                 locked.error = detail[:2000]
             locked.save(update_fields=["status", "error", "updated_at"])
         if status in (Message.BOUNCED, Message.COMPLAINED):
-            Contact.objects.filter(pk=locked.contact_id).update(
-                subscribed=False, updated_at=timezone.now()
-            )
+            # Through the service, so a real change records `contact.unsubscribed`.
+            contact_set_subscribed(contact=Contact(pk=locked.contact_id), subscribed=False)
     return True

@@ -1,11 +1,11 @@
-"""Provider tracking webhooks: only the configured provider's endpoint exists, and it refuses
-every request unless its secret is configured and the request carries it: the provider's
-signature where it signs, otherwise HTTP basic auth (ANYMAIL_WEBHOOK_SECRET).
+"""Provider webhooks (tracking, and inbound mail): only the configured provider's endpoints
+exist, and they refuse every request unless their secret is configured and the request carries
+it: the provider's signature where it signs, otherwise HTTP basic auth (ANYMAIL_WEBHOOK_SECRET).
 
 anymail checks the secrets (HTTP basic auth against ANYMAIL_WEBHOOK_SECRET, and the provider's
 own signature where it signs and anymail can verify it), but only those that are configured:
 with none, it accepts anything with a warning. Here a missing secret means a refusal.
-What an accepted event does is in workflows_app/provider_events.py (anymail's signal).
+What an accepted event does is in workflows_app/provider_events.py (anymail's signals).
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ TRACKING_ENDPOINTS = {
     "mandrill": TrackingEndpoint(
         _W + "mandrill.MandrillCombinedWebhookView", ("MANDRILL_WEBHOOK_KEY",)
     ),
-    "postal": TrackingEndpoint(_W + "postal.PostalTrackingWebhookView", ("POSTAL_WEBHOOK_KEY",)),
+    "postal": TrackingEndpoint(
+        _W + "postal.PostalTrackingWebhookView", ("POSTAL_WEBHOOK_KEY",), needs=("cryptography",)
+    ),
     "postmark": TrackingEndpoint(_W + "postmark.PostmarkTrackingWebhookView"),
     "resend": TrackingEndpoint(
         _W + "resend.ResendTrackingWebhookView", ("RESEND_SIGNING_SECRET",), needs=("svix",)
@@ -67,19 +69,46 @@ TRACKING_ENDPOINTS = {
 }
 
 
+# Inbound mail (anymail's `inbound` signal -> `email.received`). Mandrill's combined endpoint
+# above already carries its inbound events.
+INBOUND_ENDPOINTS = {
+    "amazon_ses": TrackingEndpoint(_W + "amazon_ses.AmazonSESInboundWebhookView"),
+    "brevo": TrackingEndpoint(_W + "brevo.BrevoInboundWebhookView"),
+    "mailersend": TrackingEndpoint(
+        _W + "mailersend.MailerSendInboundWebhookView", ("MAILERSEND_INBOUND_SECRET",)
+    ),
+    "mailgun": TrackingEndpoint(
+        _W + "mailgun.MailgunInboundWebhookView", ("MAILGUN_WEBHOOK_SIGNING_KEY",)
+    ),
+    "mailjet": TrackingEndpoint(_W + "mailjet.MailjetInboundWebhookView"),
+    "mailtrap": TrackingEndpoint(
+        _W + "mailtrap.MailtrapInboundWebhookView", ("MAILTRAP_INBOUND_SECRET",)
+    ),
+    "postal": TrackingEndpoint(_W + "postal.PostalInboundWebhookView", ("POSTAL_WEBHOOK_KEY",)),
+    "postmark": TrackingEndpoint(_W + "postmark.PostmarkInboundWebhookView"),
+    "resend": TrackingEndpoint(
+        _W + "resend.ResendInboundWebhookView", ("RESEND_INBOUND_SECRET",), needs=("svix",)
+    ),
+    "sendgrid": TrackingEndpoint(_W + "sendgrid.SendGridInboundWebhookView"),
+    "sparkpost": TrackingEndpoint(_W + "sparkpost.SparkPostInboundWebhookView"),
+}
+
+
 def _anymail_setting(name: str) -> Any:
     value = (getattr(settings, "ANYMAIL", None) or {}).get(name)
     return value if value else getattr(settings, f"ANYMAIL_{name}", None)
 
 
-def tracking_problems(provider: str) -> list[str]:
-    """What keeps `provider`'s tracking endpoint from accepting anything (empty: nothing)."""
-    endpoint = TRACKING_ENDPOINTS.get(provider)
+def tracking_problems(
+    provider: str, endpoints: dict[str, TrackingEndpoint] = TRACKING_ENDPOINTS
+) -> list[str]:
+    """What keeps `provider`'s tracking (or inbound) endpoint from accepting anything (empty:
+    nothing)."""
+    endpoint = endpoints.get(provider)
     if endpoint is None:
         return []
-    # A provider that signs is authenticated by its signature (some can not send basic auth
-    # credentials at all); basic auth, when also set, is checked too. The others need it.
-    required = endpoint.signing or ("WEBHOOK_SECRET",)
+    # Basic auth always, and the provider's own signature where it signs: both must be set.
+    required = ("WEBHOOK_SECRET", *endpoint.signing)
     problems = [f"ANYMAIL_{name} is not set" for name in required if not _anymail_setting(name)]
     problems += [
         f"the Python package {package!r} is not installed (to verify {provider}'s signature)"
@@ -94,16 +123,28 @@ def _anymail_view(path: str):
     return import_string(path).as_view()
 
 
-@csrf_exempt
-def tracking_webhook(request: HttpRequest, provider: str) -> HttpResponse:
-    endpoint = TRACKING_ENDPOINTS.get(provider)
+def _provider_webhook(
+    request: HttpRequest, provider: str, endpoints: dict[str, TrackingEndpoint], kind: str
+) -> HttpResponse:
+    endpoint = endpoints.get(provider)
     if endpoint is None or provider != settings.EMAIL_PROVIDER:
-        raise Http404("No tracking webhook for this provider.")
-    problems = tracking_problems(provider)
+        raise Http404(f"No {kind} webhook for this provider.")
+    problems = tracking_problems(provider, endpoints)
     if problems:
-        log.warning("refused a %s tracking webhook: %s", provider, "; ".join(problems))
+        log.warning("refused a %s %s webhook: %s", provider, kind, "; ".join(problems))
         return HttpResponse(
-            "Tracking webhook not configured.", status=403, content_type="text/plain"
+            f"{kind.capitalize()} webhook not configured.", status=403, content_type="text/plain"
         )
     # anymail answers 400 to a wrong or missing basic auth or signature.
     return _anymail_view(endpoint.view)(request)
+
+
+@csrf_exempt
+def tracking_webhook(request: HttpRequest, provider: str) -> HttpResponse:
+    return _provider_webhook(request, provider, TRACKING_ENDPOINTS, "tracking")
+
+
+@csrf_exempt
+def inbound_webhook(request: HttpRequest, provider: str) -> HttpResponse:
+    """Inbound mail, authenticated exactly like tracking (`email.received`)."""
+    return _provider_webhook(request, provider, INBOUND_ENDPOINTS, "inbound")

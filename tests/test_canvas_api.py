@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from tests.canvas_data import WAIT_GRAPH, staff_user, start_runs, workflow_with_waiting_runs
-from workflows_app.canvas import BRANCH_REQUIRES, canvas_palette
+from workflows_app.canvas import canvas_palette
 from workflows_app.graph import workflow_graph_document
 from workflows_app.models import Execution, Workflow
 from workflows_app.services import workflow_create
@@ -51,9 +51,8 @@ def test_it_serves_graph_palette_and_counts(admin_client):
 
 
 def test_it_agrees_with_branches_for_about_conditional_ports():
-    for type_name, requires in BRANCH_REQUIRES.items():
-        kind = STEP_TYPES[type_name]
-        for branch, field in requires.items():
+    for kind in STEP_TYPES.values():
+        for branch, field in kind.branch_requires.items():
             without = kind.parse_config({"event": "x"})
             with_field = kind.parse_config({"event": "x", field: {"amount": 1, "unit": "days"}})
             assert branch not in kind.branches_for(without)

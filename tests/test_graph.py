@@ -163,7 +163,7 @@ def test_unknown_branch(db):
         [update("a"), update("b")],
         [{"from": "trigger", "to": "a"}, {"from": "a", "branch": "maybe", "to": "b"}],
     )
-    assert error["step"] == "a" and "unknown branch 'maybe'" in text
+    assert error["step"] == "a" and "has branches next, not 'maybe'" in text
 
 
 def test_timeout_branch_without_a_timeout(db):

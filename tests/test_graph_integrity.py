@@ -580,3 +580,42 @@ def test_the_admin_registry_uses_the_erasing_contact_admin():
 
     model_admin: ModelAdmin = site._registry[Contact]
     assert type(model_admin).__module__ == "workflows_app.admin"
+
+
+# --- Cosmetic edits while locked ----------------------------------------------------------------
+
+
+def test_a_locked_workflow_takes_new_names_and_positions_and_nothing_else(
+    admin_client, locked_workflow
+):
+    from workflows_app.graph import WorkflowLocked
+
+    version = version_of(locked_workflow)
+    renamed = json.loads(json.dumps(WAIT_GRAPH))
+    renamed["steps"][0]["name"] = "Wait two days"
+    renamed["steps"][1]["position"] = {"x": 400, "y": 240}
+    response = canvas_put(
+        admin_client, locked_workflow, {"graph": renamed, "graph_version": version}
+    )
+    assert response.status_code == 200, response.content
+    document = workflow_graph_document(locked_workflow)
+    assert document["steps"][0]["name"] == "Wait two days"
+    assert document["steps"][1]["position"] == {"x": 400.0, "y": 240.0}
+    assert version_of(locked_workflow) > version
+
+    structural = json.loads(json.dumps(renamed))
+    structural["steps"][0]["config"]["amount"] = 3
+    with pytest.raises(WorkflowLocked):
+        workflow_save_graph(workflow=locked_workflow, document=structural)
+    rewired = json.loads(json.dumps(renamed))
+    rewired["steps"].append({"key": "extra", "type": "exit", "config": {}})
+    rewired["transitions"].append({"from": "pause", "to": "extra"})
+    rewired["transitions"] = [t for t in rewired["transitions"] if t["to"] != "done"]
+    rewired["steps"] = [s for s in rewired["steps"] if s["key"] != "done"]
+    response = canvas_put(
+        admin_client,
+        locked_workflow,
+        {"graph": rewired, "graph_version": version_of(locked_workflow)},
+    )
+    assert response.status_code == 409 and response.json()["locked"] is True
+    assert workflow_graph_document(locked_workflow) == document

@@ -392,7 +392,9 @@ def test_it_resumes_the_contacts_run_waiting_for_this_event(track, path):
     assert resumed.waiting_for == ""
     assert resumed.wake_at == datetime.fromisoformat(data["timestamp"])
     assert resumed.version > run.version
-    assert resumed.context == {**run.context, "user.activated": {"plan": "pro", "tmp": 1}}
+    # Plunk's resume: the event's data merged in at the top, and kept under its name.
+    event_data = {"plan": "pro", "tmp": 1}
+    assert resumed.context == {**run.context, **event_data, "user.activated": event_data}
     drain()
     finished = Execution.objects.get(pk=run.pk)
     assert finished.status == Execution.COMPLETED, finished.error

@@ -18,7 +18,7 @@ from workflows_app import (
     engine,
 )
 from workflows_app.admin_views import CANCEL_PERMISSION
-from workflows_app.graph import workflow_active_count
+from workflows_app.graph import GraphError, workflow_active_count
 from workflows_app.models import Execution, StepRun, Workflow
 from workflows_app.services import (
     WorkflowBusy,
@@ -26,6 +26,7 @@ from workflows_app.services import (
     execution_delete,
     workflow_create,
     workflow_delete,
+    workflow_duplicate,
     workflow_update,
 )
 
@@ -97,7 +98,7 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     )
     list_filter = ("enabled",)
     search_fields = ("name", "trigger_event")
-    actions = ["enable", "disable", "cancel_all"]
+    actions = ["enable", "disable", "duplicate", "cancel_all"]
     fields = ("name", "description", "trigger_event", "allow_reentry", "enabled")
     readonly_fields = ("webhook_signing_secret",)
     change_form_template = "admin/workflows_app/workflow/change_form.html"
@@ -119,6 +120,11 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
             ),
             path(
                 "<int:workflow_id>/enabled/", view(admin_views.enabled_view), name=f"{info}_enabled"
+            ),
+            path(
+                "<int:workflow_id>/duplicate/",
+                view(admin_views.duplicate_view),
+                name=f"{info}_duplicate",
             ),
             path(
                 "<int:workflow_id>/executions/",
@@ -220,6 +226,26 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
         for workflow in queryset:
             workflow_update(workflow=workflow, enabled=False)
         self.message_user(request, f"Disabled {queryset.count()} workflow(s).")
+
+    @admin.action(description="Duplicate (as disabled copies)", permissions=["add"])
+    def duplicate(self, request, queryset):
+        by = request.user.get_username()
+        copies = []
+        for workflow in queryset:
+            try:
+                copies.append((workflow, workflow_duplicate(workflow=workflow, by=by)))
+            except GraphError as exc:
+                self.message_user(request, f"Not duplicated: {exc}", messages.ERROR)
+        if len(copies) == 1 and len(queryset) == 1:
+            # One copy: straight to it, like the page's Duplicate button.
+            self.message_user(request, admin_views.duplicated_message(*copies[0]))
+            return HttpResponseRedirect(
+                reverse("admin:workflows_app_workflow_change", args=[copies[0][1].pk])
+            )
+        if copies:
+            names = ", ".join(f"'{copy.name}'" for _, copy in copies)
+            self.message_user(request, f"Duplicated {len(copies)} workflow(s), disabled: {names}.")
+        return None
 
     @admin.action(description="Cancel all active executions", permissions=["cancel"])
     def cancel_all(self, request, queryset):

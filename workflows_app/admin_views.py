@@ -32,7 +32,7 @@ from workflows_app.canvas import (
 )
 from workflows_app.graph import GraphConflict, GraphError, WorkflowLocked, workflow_active_count
 from workflows_app.models import Execution, StepRun, Workflow
-from workflows_app.services import workflow_update
+from workflows_app.services import workflow_duplicate, workflow_update
 
 if TYPE_CHECKING:
     from workflows_app.admin import WorkflowAdmin
@@ -156,6 +156,31 @@ def enabled_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflo
             "cancel them from the Executions tab to stop them.",
         )
     return redirect(reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+
+
+# --- Duplicate --------------------------------------------------------------------------------
+
+
+def duplicated_message(workflow: Workflow, copy: Workflow) -> str:
+    return (
+        f"Duplicated '{workflow.name}' as '{copy.name}'. The copy is disabled: check it, then "
+        "enable it."
+    )
+
+
+@require_POST
+def duplicate_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
+    """The workflow page's Duplicate button: a disabled copy, then that copy's page."""
+    workflow = _workflow(request, workflow_id, model_admin=model_admin)
+    if not model_admin.has_add_permission(request):
+        raise PermissionDenied
+    try:
+        copy = workflow_duplicate(workflow=workflow, by=request.user.get_username())
+    except GraphError as exc:  # a stored graph that no longer validates (say, a type changed)
+        messages.error(request, f"Not duplicated: {exc}")
+        return redirect(reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+    messages.success(request, duplicated_message(workflow, copy))
+    return redirect(reverse("admin:workflows_app_workflow_change", args=[copy.pk]))
 
 
 # --- Executions tab ---------------------------------------------------------------------------

@@ -22,21 +22,13 @@ from workflows_app.graph import (
 from workflows_app.models import Execution, StepRun, Workflow
 from workflows_app.steps import STEP_TYPES
 
-# Branches that exist only when a config field is set (StepType.branches_for encodes the rule;
-# the canvas needs it before the config is valid). tests/test_canvas_api.py checks the two agree.
-# Better home: StepType.describe() — see the canvas note for the lead.
-BRANCH_REQUIRES: dict[str, dict[str, str]] = {"wait_for_event": {"timeout": "timeout"}}
-
 # How many recent contacts/events to sample for field suggestions: enough to see every key
 # marketers use, cheap on a table with millions of rows (both read through an index).
 SUGGESTION_SAMPLE = 500
 
 
 def canvas_palette() -> list[dict[str, Any]]:
-    return [
-        {**kind.describe(), "branch_requires": BRANCH_REQUIRES.get(name, {})}
-        for name, kind in STEP_TYPES.items()
-    ]
+    return [kind.describe() for kind in STEP_TYPES.values()]
 
 
 def canvas_lock(workflow: Workflow) -> dict[str, Any]:

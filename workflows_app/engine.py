@@ -35,7 +35,6 @@ from workflows_app.steps.base import Outcome, RunContext, StepFailed, StepRetry,
 log = logging.getLogger(__name__)
 
 RUNNING, WAITING = Execution.RUNNING, Execution.WAITING
-WAIT_TYPES = ("delay", "wait_for_event")
 
 # --- Starting and resuming (also as SQL, for /v1/track's single statement) -------------------
 
@@ -61,7 +60,9 @@ started AS (
 resumed AS (
   UPDATE workflows_app_execution x
   SET status = 'RUNNING', pending_branch = 'event', waiting_for = '', wake_at = %(now)s,
-      context = x.context || jsonb_build_object(%(event)s::text, %(event_data)s::jsonb),
+      -- Plunk's merge: the event's data at the top level, and still under its name.
+      context = x.context || %(event_data)s::jsonb
+                || jsonb_build_object(%(event)s::text, %(event_data)s::jsonb),
       version = x.version + 1, updated_at = %(now)s
   FROM e
   WHERE x.contact_id = e.contact_id AND x.status = 'WAITING' AND x.waiting_for = %(event)s
@@ -110,7 +111,7 @@ def executions_resume(*, contact: Contact, event: Event, now: datetime) -> int:
             pending_branch="event",
             waiting_for="",
             wake_at=now,
-            context={**context, event.name: event.data},
+            context={**context, **event.data, event.name: event.data},
             version=version + 1,
             updated_at=now,
         )
@@ -376,7 +377,7 @@ class _Advance:
     def run(self, open_run: StepRun | None) -> None:
         ex, graph = self.ex, self.graph
         current = graph.steps.get(ex.current_step_id) if ex.current_step_id else None
-        if ex.pending_branch and current is not None and current.kind.type in WAIT_TYPES:
+        if ex.pending_branch and current is not None and current.kind.waits:
             # Back from a wait: its visit ends with the branch the event or timer chose.
             self.close_waiting_as = ex.pending_branch
         while True:

@@ -6,7 +6,13 @@ from django.utils import timezone
 
 from contacts_app.models import Contact, Event
 from templates_app.models import Message, Template
-from workflows_app.steps import step_type_choices
+
+
+def step_type_choices() -> list[tuple[str, str]]:
+    # Imported when asked, not at import time: step modules import these models.
+    from workflows_app.steps import STEP_TYPES
+
+    return [(name, kind.label) for name, kind in STEP_TYPES.items()]
 
 
 def new_signing_secret() -> str:
@@ -85,7 +91,8 @@ class Transition(models.Model):
         Step, null=True, blank=True, on_delete=models.CASCADE, related_name="outgoing"
     )
     to_step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="incoming")
-    branch = models.CharField(max_length=20, default="next")
+    # Up to 64 characters: a multi-branch Condition names its branches (Plunk ids).
+    branch = models.CharField(max_length=64, default="next")
 
     class Meta:
         constraints = [
@@ -135,7 +142,7 @@ class Execution(models.Model):
         Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     # The branch out of current_step that is decided but not yet followed (e.g. "timeout").
-    pending_branch = models.CharField(max_length=20, blank=True)
+    pending_branch = models.CharField(max_length=64, blank=True)
     context = models.JSONField(default=dict, blank=True)
     # When the clock should hand this run to a worker: now for fresh or resumed runs, the timer
     # for a Delay or a Wait for Event timeout. Empty while a worker holds it or nothing is due.
@@ -214,7 +221,7 @@ class StepRun(models.Model):
     step_key = models.CharField(max_length=64)
     step_type = models.CharField(max_length=32)
     status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=STARTED)
-    branch = models.CharField(max_length=20, blank=True)
+    branch = models.CharField(max_length=64, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -242,6 +242,9 @@ def sign_headers(*, secret: str, msg_id: str, body: str, at: datetime) -> dict[s
     }
 
 
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 def post_json(
     *,
     url: str,
@@ -251,17 +254,21 @@ def post_json(
     secret: str,
     msg_id: str,
     at: datetime,
+    method: str = "POST",
 ) -> Reply:
-    """POSTs `payload` signed with `secret`; the whole call (redirects and body included) takes
+    """Sends `payload` as JSON with `method` (GET sends no body: the signature is then of the
+    empty string), signed with `secret`; the whole call (redirects and body included) takes
     at most `timeout` seconds. Raises Refused, or requests' errors for the network
     (DeadlineExceeded, a Timeout, past the deadline; the caller decides whether to retry)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise Refused(f"only http and https URLs are allowed, not {scheme!r}")
-    body = json.dumps(payload, separators=(",", ":"), default=str)
+    if method not in METHODS:
+        raise Refused(f"the method must be one of {', '.join(METHODS)}, not {method[:20]!r}")
+    body = "" if method == "GET" else json.dumps(payload, separators=(",", ":"), default=str)
     all_headers = {
         **headers,
-        "Content-Type": "application/json",
+        **({} if method == "GET" else {"Content-Type": "application/json"}),
         **sign_headers(secret=secret, msg_id=msg_id, body=body, at=at),
     }
     cap = settings.WEBHOOK_MAX_RESPONSE_BYTES
@@ -270,9 +277,10 @@ def post_json(
         with (
             watchdog,
             _session(watchdog) as session,
-            session.post(
+            session.request(
+                method,
                 url,
-                data=body.encode(),
+                data=body.encode() if method != "GET" else None,
                 headers=all_headers,
                 timeout=(timeout, timeout),
                 stream=True,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from contacts_app.models import Contact
 from workflows_app import engine
-from workflows_app.graph import workflow_active_count, workflow_save_graph
+from workflows_app.graph import (
+    workflow_active_count,
+    workflow_graph_document,
+    workflow_save_graph,
+)
 from workflows_app.models import Execution, Workflow
 
 
@@ -119,3 +123,44 @@ def contact_erase(*, contact: Contact, by: str = "") -> dict[str, int]:
         cancelled = engine.executions_cancel_for_contact(contact=locked, by=by or "erase")
         _, removed = locked.delete()
     return {"cancelled": cancelled, **{k.split(".")[-1].lower(): n for k, n in removed.items()}}
+
+
+def _copy_name(name: str) -> str:
+    """ "<name> (Copy)", or "(Copy 2)", "(Copy 3)"... when taken; cut to fit the column."""
+    limit = Workflow._meta.get_field("name").max_length or 200
+    n = 1
+    while True:
+        suffix = " (Copy)" if n == 1 else f" (Copy {n})"
+        candidate = name[: limit - len(suffix)] + suffix
+        if not Workflow.objects.filter(name=candidate).exists():
+            return candidate
+        n += 1
+
+
+def workflow_duplicate(*, workflow: Workflow, by: str = "") -> Workflow:
+    """A disabled copy of `workflow`: "<name> (Copy)" (or the next free "(Copy N)"), with its
+    trigger, description, re-entry and graph. The graph goes through its document and
+    workflow_save_graph like any other editor's, so the copy is validated the same way and its
+    Send Email steps link the same templates. Executions and history are not copied; a locked
+    workflow can be duplicated (the copy has no runs)."""
+    source = Workflow.objects.get(pk=workflow.pk)
+    document = workflow_graph_document(source)
+    attempts = 5
+    for attempt in range(attempts):
+        name = _copy_name(source.name)
+        try:
+            with transaction.atomic():
+                copy = workflow_create(
+                    name=name,
+                    trigger_event=source.trigger_event,
+                    description=source.description,
+                    allow_reentry=source.allow_reentry,
+                    enabled=False,
+                )
+                workflow_save_graph(workflow=copy, document=document, by=by)
+            return copy
+        except IntegrityError:
+            # Someone took the same copy name meanwhile (the name is unique): pick the next.
+            if attempt == attempts - 1 or not Workflow.objects.filter(name=name).exists():
+                raise
+    raise AssertionError("unreachable")

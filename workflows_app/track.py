@@ -6,6 +6,11 @@ execution row itself the outbox the clock hands to workers. Nothing is sent in t
 On PostgreSQL all of it is one statement (key check, idempotency claim, contact upsert, event
 insert, starts, resumes): one round trip, atomic without BEGIN/COMMIT. The cap on contact
 data is checked inside it (contact_data_capped() raises, so a refused call writes nothing).
+Contact data is written with contacts_app's rules (contact_data_changes: `null` deletes,
+`""` is ignored, reserved keys are dropped) as `(data || set) - unset`. A call that may change
+an existing contact's subscription also reads the old value under the row lock and, on a real
+change, records `contact.subscribed` / `contact.unsubscribed` and starts and resumes workflows
+for it, in the same statement.
 Elsewhere (SQLite) the same effects come from the ORM services in one transaction; tests run
 both on PostgreSQL.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,14 +36,27 @@ from contacts_app.models import ApiKey, IdempotencyKey
 from contacts_app.services import (
     ContactDataTooLarge,
     KeyInfo,
+    contact_data_changes,
     contact_upsert,
     event_record,
     normalize_email,
+    subscription_event_name,
 )
 from workflows_app import engine
 
 # Raised by contact_data_capped() (contacts_app migration 0002) inside the one statement.
 CONTACT_DATA_TOO_LARGE_SQLSTATE = "LC413"
+# Raised on purpose (a division by zero) by the statement when a contact it could have flipped
+# was created by a concurrent call after the statement's snapshot: the old subscription is
+# unknown, so the whole statement is undone and run again (it then sees the contact).
+SUBSCRIPTION_RACE_SQLSTATE = "22012"
+
+# Names only the system records (Plunk's): `email.*`, the contact events, segment changes.
+RESERVED_EVENT = re.compile(r"email\..*|contact\.(un)?subscribed|segment\..+\.(entry|exit)", re.S)
+
+
+def event_name_reserved(name: str) -> bool:
+    return RESERVED_EVENT.fullmatch(name) is not None
 
 
 class TrackRejected(Exception):
@@ -170,6 +189,12 @@ def track_parse(body: Any) -> TrackInput:
         errors["event"] = f"At most {settings.TRACK_MAX_EVENT_LENGTH} characters."
     elif safejson.unstorable(event):
         errors["event"] = "Must not contain NUL characters or invalid Unicode."
+    elif event_name_reserved(event.strip()):
+        errors["event"] = (
+            "reserved_event: names starting with `email.`, `contact.subscribed`, "
+            "`contact.unsubscribed` and `segment.<name>.entry` / `.exit` are system events; "
+            "only the system records them."
+        )
 
     email = body.get("email")
     if not isinstance(email, str) or not email.strip():
@@ -254,8 +279,9 @@ def _track_orm(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: da
 def track_internal(
     *, contact_id: Any, name: str, data: dict[str, Any], now: datetime | None = None
 ) -> TrackResult:
-    """Records an event that did not come through the API (e.g. `email.opened` from a provider
-    webhook) with the same effects: it starts and resumes workflows like a tracked one."""
+    """Records an event that did not come through the API (a system event: `email.open` from
+    a provider webhook, `contact.unsubscribed`, ...) with the same effects: it starts and
+    resumes workflows like a tracked one."""
     now = now or timezone.now()
     from contacts_app.models import Contact
 
@@ -296,30 +322,92 @@ k AS (
     WHERE contacts_app_idempotencykey.created_at < %(cutoff)s
   RETURNING 1
 )"""
-_RECORD = """,
+_CONTACT = """,
 c AS (
   INSERT INTO contacts_app_contact (id, email, subscribed, data, created_at, updated_at)
   SELECT %(contact_id)s, %(email)s, COALESCE(%(subscribed)s, true),
          contact_data_capped(%(contact_data)s::jsonb, %(max_data)s::int), %(now)s, %(now)s
-  FROM k
+  FROM k{old_join}
   ON CONFLICT (email) DO UPDATE SET
-    data = contact_data_capped(contacts_app_contact.data || EXCLUDED.data, %(max_data)s::int),
+    data = contact_data_capped(
+      (contacts_app_contact.data || EXCLUDED.data) - %(unset)s::text[], %(max_data)s::int),
     subscribed = COALESCE(%(subscribed_existing)s, contacts_app_contact.subscribed),
     updated_at = EXCLUDED.updated_at
-  RETURNING id
-),
+  RETURNING id, subscribed
+),"""
+_EVENT = """
 e AS (
   INSERT INTO contacts_app_event (id, contact_id, name, data, created_at)
   SELECT %(event_id)s, c.id, %(event)s, %(event_data)s::jsonb, %(now)s FROM c
   RETURNING id, contact_id
 ),"""
+# A call that may flip an existing contact: `old` reads its subscription under a row lock (the
+# one the upsert's update takes anyway; a locking read returns the latest committed row, not
+# the snapshot's, and the lock is held until the statement ends), and is joined into the
+# upsert's source so that it is read before the upsert writes. A flip is an
+# existing contact whose subscription differs afterwards: its event (`flip`) gets the same
+# starts and resumes as a tracked event (engine.START_AND_RESUME_SQL, renamed).
+_OLD = """,
+old AS (
+  SELECT id, subscribed FROM contacts_app_contact WHERE email = %(email)s FOR NO KEY UPDATE
+)"""
+_OLD_JOIN = " LEFT JOIN old ON true"
+_FLIP = """
+flip AS (
+  INSERT INTO contacts_app_event (id, contact_id, name, data, created_at)
+  SELECT %(flip_id)s, c.id, %(flip)s, '{}'::jsonb, %(now)s
+  FROM c JOIN old ON old.id = c.id
+  WHERE old.subscribed IS DISTINCT FROM c.subscribed
+  RETURNING id, contact_id
+),"""
+
+
+def _renamed_for_flip(sql: str) -> str:
+    """engine.START_AND_RESUME_SQL for the `flip` event: CTE `e` -> `flip`, its parameters ->
+    flip's, its members `started`/`resumed` -> `flip_started`/`flip_resumed`."""
+    out = sql.replace("%(event_data)s", "%(flip_data)s").replace("%(event)s", "%(flip)s")
+    out = re.sub(r"\be\b(?=[.\s,)]|$)", "flip", out)
+    out = re.sub(r"\b(started|resumed) AS \(", r"flip_\1 AS (", out)
+    return out
+
+
+_FLIP_START_AND_RESUME = ",\n" + _renamed_for_flip(engine.START_AND_RESUME_SQL).lstrip("\n")
 _SELECT = """
 SELECT (SELECT id FROM c), (SELECT id FROM e),
-       (SELECT count(*) FROM started), (SELECT count(*) FROM resumed),
-       EXISTS (SELECT 1 FROM contacts_app_apikey WHERE id = %(key_id)s AND revoked_at IS NULL)
+       (SELECT count(*) FROM started){flip_started},
+       (SELECT count(*) FROM resumed){flip_resumed},
+       EXISTS (SELECT 1 FROM contacts_app_apikey
+               WHERE id = %(key_id)s AND revoked_at IS NULL){raced}
 """
-_SQL_PLAIN = "WITH" + _KEY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
-_SQL_IDEMPOTENT = "WITH" + _KEY_AND_IDEMPOTENCY + _RECORD + engine.START_AND_RESUME_SQL + _SELECT
+# The counts are the tracked event's, as on the ORM path (a data-modifying CTE runs whether or
+# not it is read). `raced` divides by zero when the contact was created by a concurrent call
+# after this statement's snapshot (c updated a row that `old` did not see).
+_SELECT_FLIP = _SELECT.format(
+    flip_started="",
+    flip_resumed="",
+    raced=""",
+       1 / (CASE WHEN EXISTS (SELECT 1 FROM c WHERE c.id <> %(contact_id)s)
+                  AND NOT EXISTS (SELECT 1 FROM old) THEN 0 ELSE 1 END)""",
+)
+
+
+def _statement(*, idempotent: bool, flip: bool) -> str:
+    key = _KEY_AND_IDEMPOTENCY if idempotent else _KEY
+    if not flip:
+        record = _CONTACT.format(old_join="") + _EVENT
+        select = _SELECT.format(flip_started="", flip_resumed="", raced="")
+        return "WITH" + key + record + engine.START_AND_RESUME_SQL + select
+    record = _OLD + _CONTACT.format(old_join=_OLD_JOIN) + _EVENT + _FLIP
+    return (
+        "WITH" + key + record + engine.START_AND_RESUME_SQL + _FLIP_START_AND_RESUME + _SELECT_FLIP
+    )
+
+
+_SQL = {
+    (idempotent, flip): _statement(idempotent=idempotent, flip=flip)
+    for idempotent in (False, True)
+    for flip in (False, True)
+}
 
 
 class _PreparedCursor(psycopg.Cursor):
@@ -346,41 +434,53 @@ def _statement_cursor():
 
 
 def _track_one_statement(key: KeyInfo, p: TrackInput, idempotency_key: str | None, now: datetime):
+    to_set, to_unset = contact_data_changes(p.contact_data)
+    # A public key may not undo an unsubscribe: its `true` leaves an existing contact as is.
+    subscribed_existing = None if p.subscribed and key.kind == ApiKey.PUBLIC else p.subscribed
     params: dict[str, Any] = {
         "key_id": key.id,
         "contact_id": uuid.uuid4(),
         "event_id": uuid.uuid4(),
         "email": p.email,
         "subscribed": p.subscribed,
-        # A public key may not undo an unsubscribe: its `true` leaves an existing contact as is.
-        "subscribed_existing": (
-            None if p.subscribed and key.kind == ApiKey.PUBLIC else p.subscribed
-        ),
-        "contact_data": json.dumps(p.contact_data),
+        "subscribed_existing": subscribed_existing,
+        "contact_data": json.dumps(to_set),
+        "unset": to_unset,
         # Data that adds no keys cannot grow the contact: skip measuring it (0: no check).
-        "max_data": settings.CONTACT_MAX_DATA_BYTES if p.contact_data else 0,
+        "max_data": settings.CONTACT_MAX_DATA_BYTES if to_set else 0,
         "event_data": json.dumps(p.event_data),
         "event": p.event,
         "now": now,
     }
-    sql = _SQL_PLAIN
+    # Only a call that may change an existing contact's subscription pays for the flip check.
+    flip = subscribed_existing is not None
+    if flip:
+        params["flip_id"] = uuid.uuid4()
+        params["flip"] = subscription_event_name(bool(subscribed_existing))
+        params["flip_data"] = "{}"
     if idempotency_key is not None:
-        sql = _SQL_IDEMPOTENT
         params["idem"] = idempotency_key
         params["cutoff"] = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
-    try:
-        if connection.in_atomic_block:
-            # Inside a caller's transaction a refusal must not abort it: a savepoint. The view
-            # runs in autocommit, where the statement alone is atomic and stays one round trip.
-            with transaction.atomic():
+    sql = _SQL[(idempotency_key is not None, flip)]
+    for attempt in range(3):
+        try:
+            if connection.in_atomic_block:
+                # Inside a caller's transaction a refusal must not abort it: a savepoint. The
+                # view runs in autocommit, where the statement alone is atomic and stays one
+                # round trip.
+                with transaction.atomic():
+                    row = _execute(sql, params)
+            else:
                 row = _execute(sql, params)
-        else:
-            row = _execute(sql, params)
-    except DatabaseError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == CONTACT_DATA_TOO_LARGE_SQLSTATE:
-            raise DataTooLarge(settings.CONTACT_MAX_DATA_BYTES) from None
-        raise
-    contact_id, event_id, started, resumed, key_valid = row
+            break
+        except DatabaseError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            if sqlstate == CONTACT_DATA_TOO_LARGE_SQLSTATE:
+                raise DataTooLarge(settings.CONTACT_MAX_DATA_BYTES) from None
+            if flip and sqlstate == SUBSCRIPTION_RACE_SQLSTATE and attempt < 2:
+                continue  # nothing was written; the contact is visible to the next attempt
+            raise
+    contact_id, event_id, started, resumed, key_valid = row[:5]
     if contact_id is None:
         if not key_valid:
             raise KeyRevoked()

@@ -6,11 +6,13 @@ import {
   MiniMap,
   ReactFlow,
   useEdgesState,
+  useNodesInitialized,
   useNodesState,
   useReactFlow,
 } from '@xyflow/react';
 import { CanvasContext } from './context.js';
 import { ConfigPanel } from './ConfigPanel.jsx';
+import { LockBanner, Palette, useFullScreen } from './parts.jsx';
 import { StepNode, TriggerNode } from './nodes.jsx';
 import { loadFields, loadState, saveGraph } from './api.js';
 import {
@@ -19,54 +21,18 @@ import {
   defaultConfig,
   documentToFlow,
   edgeId,
+  edgeLabel,
   flowToDocument,
   makeEdge,
+  needsLayout,
   newKey,
+  portOrder,
+  portsFor,
   tidy,
 } from './graph.js';
 
 const nodeTypes = { step: StepNode, trigger: TriggerNode };
 const COUNTS_EVERY_MS = 15000;
-
-function Palette({ palette, onAdd, disabled }) {
-  return (
-    <nav className="wf-palette" aria-label="Add a step">
-      <div className="wf-palette-title">Add a step</div>
-      {Object.values(palette).map((kind) => (
-        <button
-          key={kind.type}
-          type="button"
-          className={`wf-palette-item wf-type-${kind.type}`}
-          title={kind.description}
-          disabled={disabled}
-          draggable={!disabled}
-          data-step-type={kind.type}
-          onDragStart={(e) => e.dataTransfer.setData('application/x-step-type', kind.type)}
-          onClick={() => onAdd(kind.type)}
-        >
-          {kind.label}
-        </button>
-      ))}
-    </nav>
-  );
-}
-
-function LockBanner({ lock, executionsUrl, cancelAllUrl }) {
-  if (!lock?.locked) return null;
-  return (
-    <div className="wf-banner wf-banner-lock" role="status" data-testid="lock-banner">
-      <strong>Read-only: {lock.active} active execution{lock.active === 1 ? '' : 's'}.</strong>{' '}
-      {lock.message}{' '}
-      <a href={`${executionsUrl}?status=active`}>See them</a>
-      {cancelAllUrl && (
-        <>
-          {' · '}
-          <a href={cancelAllUrl}>Cancel all</a>
-        </>
-      )}
-    </div>
-  );
-}
 
 export function App({ urls, csrfToken }) {
   const [state, setState] = useState(null);
@@ -83,17 +49,24 @@ export function App({ urls, csrfToken }) {
   const [counts, setCounts] = useState({});
   const [lock, setLock] = useState(null);
   const flow = useReactFlow();
+  const [full, setFull] = useFullScreen(flow);
   const wrapper = useRef(null);
+  const layoutPending = useRef(false);
+  const nodesMeasured = useNodesInitialized();
 
   const palette = useMemo(
     () => Object.fromEntries((state?.palette || []).map((k) => [k.type, k])),
     [state],
   );
-  const readOnly = !state || !state.can_change || Boolean(lock?.locked);
+  // Two levels: `canChange` (the permission) allows names and positions, which stay editable
+  // while runs are active; `readOnly` (no permission, or locked) freezes everything else.
+  const canChange = Boolean(state?.can_change);
+  const readOnly = !canChange || Boolean(lock?.locked);
 
   const apply = useCallback(
     (next) => {
       const { nodes: n, edges: e } = documentToFlow(next.graph, next.workflow);
+      layoutPending.current = needsLayout(next.graph);
       setNodes(n);
       setEdges(e);
       setCounts(next.counts || {});
@@ -139,10 +112,26 @@ export function App({ urls, csrfToken }) {
     setNotice((n) => (n?.kind === 'success' ? null : n));
   }, []);
 
+  // A graph without positions (imported from a file that has none) is laid out once its nodes
+  // are measured, and left unsaved so that Save keeps the layout.
+  useEffect(() => {
+    if (!nodesMeasured || !layoutPending.current) return;
+    layoutPending.current = false;
+    setNodes((ns) => tidy(ns, edges, portOrder(ns, palette)));
+    changed();
+    setNotice({ kind: 'info', text: 'This graph had no positions: it was laid out. Save to keep the layout.' });
+    setTimeout(() => flow.fitView({ padding: 0.15, duration: 0, maxZoom: 1 }), 50);
+  }, [nodesMeasured, edges, palette, setNodes, changed, flow]);
+
+
   const handleNodesChange = useCallback(
     (changes) => {
       if (readOnly) {
-        onNodesChange(changes.filter((c) => c.type === 'select' || c.type === 'dimensions'));
+        // Locked: nodes still move (positions are cosmetic); nothing is added or removed.
+        const moves = canChange ? ['select', 'dimensions', 'position'] : ['select', 'dimensions'];
+        const kept = changes.filter((c) => moves.includes(c.type));
+        onNodesChange(kept);
+        if (kept.some((c) => c.type === 'position' && c.dragging === false)) changed();
         return;
       }
       const kept = changes.filter((c) => !(c.type === 'remove' && c.id === 'trigger'));
@@ -155,7 +144,7 @@ export function App({ urls, csrfToken }) {
         changed();
       }
     },
-    [onNodesChange, readOnly, setEdges, changed],
+    [onNodesChange, readOnly, canChange, setEdges, changed],
   );
 
   const handleEdgesChange = useCallback(
@@ -174,6 +163,7 @@ export function App({ urls, csrfToken }) {
 
   const connect = useCallback(
     (connection) => {
+      if (readOnly) return false;
       const why = problem(connection);
       if (why) {
         setNotice({ kind: 'error', text: `Not connected: ${why}` });
@@ -184,12 +174,13 @@ export function App({ urls, csrfToken }) {
       changed();
       return true;
     },
-    [problem, setEdges, changed],
+    [problem, readOnly, setEdges, changed],
   );
 
   // A refused drag (isValidConnection said no) still deserves a reason.
   const onConnectEnd = useCallback(
     (_, connectionState) => {
+      if (readOnly) return;
       if (connectionState.isValid === false && connectionState.toNode && connectionState.fromNode) {
         const why = problem({
           source: connectionState.fromNode.id,
@@ -199,7 +190,7 @@ export function App({ urls, csrfToken }) {
         if (why) setNotice({ kind: 'error', text: `Not connected: ${why}` });
       }
     },
-    [problem],
+    [problem, readOnly],
   );
 
   const connectPort = useCallback(
@@ -271,7 +262,8 @@ export function App({ urls, csrfToken }) {
   );
 
   const updateNode = useCallback(
-    (id, patch) => {
+    (id, { renamedPorts, ...patch }) => {
+      if (readOnly && Object.keys(patch).some((k) => k !== 'name')) return; // locked: names only
       setNodes((ns) =>
         ns.map((n) => {
           if (n.id !== id) return n;
@@ -279,14 +271,22 @@ export function App({ urls, csrfToken }) {
         }),
       );
       if (patch.config) {
-        // A port that disappears (a Wait for Event's timeout switched off) takes its edge along.
+        // A renamed port keeps its edge; a port that disappears (a Wait for Event's timeout
+        // switched off, a branch removed) takes its edge along.
         const node = nodes.find((n) => n.id === id);
         const ports = branchesFor(palette[node?.data.stepType], patch.config);
-        setEdges((es) => es.filter((e) => e.source !== id || ports.includes(e.sourceHandle || 'next')));
+        setEdges((es) =>
+          es
+            .map((e) => {
+              const to = e.source === id && renamedPorts?.[e.sourceHandle];
+              return to ? makeEdge(id, to, e.target) : e;
+            })
+            .filter((e) => e.source !== id || ports.includes(e.sourceHandle || 'next')),
+        );
       }
       changed();
     },
-    [nodes, palette, setNodes, setEdges, changed],
+    [nodes, palette, readOnly, setNodes, setEdges, changed],
   );
 
   const deleteSelected = useCallback(() => {
@@ -297,11 +297,24 @@ export function App({ urls, csrfToken }) {
     changed();
   }, [selectedId, setNodes, setEdges, changed]);
 
+  // Every edge says which branch it is: the port's label (a multi-branch Condition's branch
+  // name), nothing for the plain `next`.
+  const shownEdges = useMemo(() => {
+    const portsOf = new Map(
+      nodes.filter((n) => n.type === 'step').map((n) => [n.id, portsFor(palette[n.data.stepType], n.data.config)]),
+    );
+    return edges.map((e) => {
+      const branch = e.sourceHandle || 'next';
+      const label = edgeLabel(branch, portsOf.get(e.source));
+      return label === e.label ? e : { ...e, label };
+    });
+  }, [nodes, edges, palette]);
+
   const tidyUp = useCallback(() => {
-    setNodes((ns) => tidy(ns, edges));
+    setNodes((ns) => tidy(ns, edges, portOrder(ns, palette)));
     changed();
     setTimeout(() => flow.fitView({ padding: 0.15, duration: 200, maxZoom: 1 }), 50);
-  }, [edges, setNodes, flow, changed]);
+  }, [edges, palette, setNodes, flow, changed]);
 
   const save = useCallback(async () => {
     setSaving(true);
@@ -349,16 +362,24 @@ export function App({ urls, csrfToken }) {
   const lockedWhileEditing = saveError?.locked;
   return (
     <CanvasContext.Provider value={context}>
-      {!lockedWhileEditing && <LockBanner lock={lock} executionsUrl={urls.executions} cancelAllUrl={urls.cancelAll} />}
+      <div className={`wf-canvas${full ? ' wf-fullscreen' : ''}`} data-testid="canvas-root">
+      {!lockedWhileEditing && (
+        <LockBanner lock={lock} executionsUrl={urls.executions} cancelAllUrl={urls.cancelAll} canChange={canChange} />
+      )}
       {!state.can_change && (
         <div className="wf-banner" role="status">You can view this workflow but not change it.</div>
       )}
       <div className="wf-toolbar-canvas">
-        <button type="button" className="button default wf-save" onClick={save} disabled={readOnly || saving || !dirty}>
+        {full && <strong className="wf-full-title">{state.workflow.name}</strong>}
+        <button type="button" className="button default wf-save" onClick={save} disabled={!canChange || saving || !dirty}>
           {saving ? 'Saving…' : 'Save graph'}
         </button>
-        <button type="button" className="button" onClick={tidyUp} disabled={readOnly}>Tidy up</button>
+        <button type="button" className="button" onClick={tidyUp} disabled={!canChange}>Tidy up</button>
         <button type="button" className="button" onClick={() => flow.fitView({ padding: 0.15, duration: 200, maxZoom: 1 })}>Fit view</button>
+        <button type="button" className="button wf-fullscreen-toggle" aria-pressed={full} data-testid="fullscreen"
+          title={full ? 'Leave full screen (Esc)' : 'Use the whole window'} onClick={() => setFull((f) => !f)}>
+          {full ? 'Exit full screen' : 'Full screen'}
+        </button>
         <span className="wf-dirty" data-testid="dirty-state">{dirty ? 'Unsaved changes' : 'All changes saved'}</span>
         {notice && (
           <span className={`wf-notice wf-notice-${notice.kind}`} role={notice.kind === 'error' ? 'alert' : 'status'} data-testid="notice">
@@ -388,7 +409,7 @@ export function App({ urls, csrfToken }) {
         <div className="wf-flow" ref={wrapper} onDragOver={(e) => e.preventDefault()} onDrop={onDrop} data-testid="flow">
           <ReactFlow
             nodes={nodes}
-            edges={edges}
+            edges={shownEdges}
             nodeTypes={nodeTypes}
             onNodesChange={handleNodesChange}
             onEdgesChange={handleEdgesChange}
@@ -396,7 +417,7 @@ export function App({ urls, csrfToken }) {
             onConnectEnd={onConnectEnd}
             isValidConnection={(c) => !problem(c)}
             onSelectionChange={({ nodes: sel }) => setSelectedId(sel.length === 1 ? sel[0].id : null)}
-            nodesDraggable={!readOnly}
+            nodesDraggable={canChange}
             nodesConnectable={!readOnly}
             deleteKeyCode={readOnly ? null : ['Backspace', 'Delete']}
             fitView
@@ -415,6 +436,7 @@ export function App({ urls, csrfToken }) {
             kind={palette[selected.data.stepType]}
             errors={errorsByStep[selected.id] || []}
             readOnly={readOnly}
+            nameReadOnly={!canChange}
             templates={state.templates}
             templateAddUrl={state.template_add_url}
             fields={fields}
@@ -425,6 +447,7 @@ export function App({ urls, csrfToken }) {
             onConnectPort={connectPort}
           />
         )}
+      </div>
       </div>
     </CanvasContext.Provider>
   );

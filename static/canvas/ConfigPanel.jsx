@@ -1,17 +1,11 @@
 // The side panel: the selected step's name and config form, its outputs and its errors.
 // Field lists, enums and labels come from the step type's JSON schema (the server's STEP_TYPES).
 import React, { useState } from 'react';
-import { branchesFor } from './graph.js';
+import { portsFor } from './graph.js';
+import { ConditionForm } from './ConditionForm.jsx';
+import { choices, Field, showValue } from './fields.jsx';
 
-function enumOf(schema, name) {
-  const prop = schema?.properties?.[name];
-  if (prop?.enum) return prop.enum;
-  for (const option of prop?.anyOf || []) {
-    const ref = option.$ref && schema.$defs?.[option.$ref.split('/').pop()];
-    if (ref?.properties?.unit?.enum) return ref.properties.unit.enum;
-  }
-  return [];
-}
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
 function unitsOf(schema) {
   if (schema?.properties?.unit?.enum) return schema.properties.unit.enum;
@@ -21,24 +15,14 @@ function unitsOf(schema) {
   return [];
 }
 
-function Field({ label, hint, error, children, id }) {
-  return (
-    <div className={`wf-field${error ? ' wf-field-error' : ''}`}>
-      <label htmlFor={id}>{label}</label>
-      {children}
-      {hint && <div className="help">{hint}</div>}
-      {error && <div className="wf-field-message">{error}</div>}
-    </div>
-  );
-}
-
-function Duration({ idPrefix, value, units, onChange, disabled }) {
+function Duration({ idPrefix, value, units, onChange, disabled, decimals = false }) {
   return (
     <div className="wf-row">
       <input
         id={`${idPrefix}-amount`}
         type="number"
-        min="1"
+        min={decimals ? '0' : '1'}
+        step={decimals ? 'any' : '1'}
         value={value?.amount ?? ''}
         disabled={disabled}
         onChange={(e) => onChange({ ...value, amount: e.target.value === '' ? null : Number(e.target.value) })}
@@ -65,10 +49,6 @@ function parseValue(text) {
   if (/^(-?\d+(\.\d+)?|true|false|null)$/.test(text.trim())) return JSON.parse(text.trim());
   return text;
 }
-function showValue(value) {
-  return typeof value === 'string' ? value : JSON.stringify(value);
-}
-
 function KeyValueRows({ idPrefix, value, onChange, disabled, keyLabel = 'Key', valueLabel = 'Value', parse = parseValue }) {
   const [rows, setRows] = useState(() => Object.entries(value || {}).map(([k, v]) => [k, showValue(v)]));
   const emit = (next) => {
@@ -119,9 +99,13 @@ function ListRows({ idPrefix, value, onChange, disabled, label }) {
   );
 }
 
-function SendEmailForm({ config, set, disabled, templates, templateAddUrl, err }) {
+function SendEmailForm({ config, set, disabled, templates, templateAddUrl, err, schema }) {
   const chosen = templates.find((t) => t.name === config.template);
+  const recipient = config.recipient || { type: 'CONTACT' };
+  const types = choices(schema, 'type', ['CONTACT', 'CUSTOM']);
+  const labels = { CONTACT: 'The contact', CUSTOM: 'A fixed address' };
   return (
+    <>
     <Field label="Template" id="cfg-template" error={err('template')}>
       <select id="cfg-template" value={config.template || ''} disabled={disabled}
         onChange={(e) => set({ ...config, template: e.target.value })}>
@@ -136,13 +120,31 @@ function SendEmailForm({ config, set, disabled, templates, templateAddUrl, err }
         <a href={templateAddUrl} target="_blank" rel="noopener">New template ↗</a>
       </div>
     </Field>
+    <Field label="Send to" id="cfg-recipient-CONTACT" error={err('recipient') || err('recipient.type')}>
+      {types.map((type) => (
+        <label className="wf-check" key={type}>
+          <input type="radio" name="cfg-recipient" id={`cfg-recipient-${type}`} value={type} disabled={disabled}
+            checked={recipient.type === type}
+            onChange={() => set({ ...config, recipient: type === 'CUSTOM' ? { type, customEmail: recipient.customEmail || '' } : { type } })} />
+          {labels[type] || type}
+        </label>
+      ))}
+    </Field>
+    {recipient.type === 'CUSTOM' && (
+      <Field label="Email address" id="cfg-custom-email" error={err('recipient.customEmail')}
+        hint="Sent to this address whatever the contact's subscription; recorded against the contact.">
+        <input id="cfg-custom-email" type="email" value={recipient.customEmail || ''} disabled={disabled} placeholder="team@example.com"
+          onChange={(e) => set({ ...config, recipient: { type: 'CUSTOM', customEmail: e.target.value } })} />
+      </Field>
+    )}
+    </>
   );
 }
 
 function DelayForm({ config, set, disabled, schema, err }) {
   return (
     <Field label="Wait for" id="cfg-delay-amount" error={err('amount') || err('unit')}>
-      <Duration idPrefix="cfg-delay" value={config} units={unitsOf(schema)} disabled={disabled}
+      <Duration idPrefix="cfg-delay" value={config} units={unitsOf(schema)} disabled={disabled} decimals
         onChange={(v) => set({ ...config, ...v })} />
     </Field>
   );
@@ -164,7 +166,7 @@ function WaitForEventForm({ config, set, disabled, schema, err }) {
           Give up after a while
         </label>
         {hasTimeout && (
-          <Duration idPrefix="cfg-timeout" value={config.timeout} units={unitsOf(schema)} disabled={disabled}
+          <Duration idPrefix="cfg-timeout" value={config.timeout} units={unitsOf(schema)} disabled={disabled} decimals
             onChange={(v) => set({ ...config, timeout: v })} />
         )}
       </Field>
@@ -172,46 +174,19 @@ function WaitForEventForm({ config, set, disabled, schema, err }) {
   );
 }
 
-function ConditionForm({ config, set, disabled, schema, err, fields }) {
-  const operators = enumOf(schema, 'operator');
-  const needsValue = !['exists', 'not_exists'].includes(config.operator);
-  return (
-    <>
-      <Field label="Field" id="cfg-field" error={err('field')} hint="contact.<key> or event.<key>; suggestions come from recent data.">
-        <input id="cfg-field" list="cfg-field-suggestions" value={config.field || ''} disabled={disabled}
-          placeholder="contact.plan" autoComplete="off"
-          onChange={(e) => set({ ...config, field: e.target.value })} />
-        <datalist id="cfg-field-suggestions">
-          {fields.map((f) => <option key={f} value={f} />)}
-        </datalist>
-      </Field>
-      <Field label="Operator" id="cfg-operator" error={err('operator')}>
-        <select id="cfg-operator" value={config.operator || ''} disabled={disabled}
-          onChange={(e) => {
-            const next = { ...config, operator: e.target.value };
-            if (['exists', 'not_exists'].includes(e.target.value)) delete next.value;
-            set(next);
-          }}>
-          <option value="">Choose…</option>
-          {operators.map((op) => <option key={op} value={op}>{op.replace(/_/g, ' ')}</option>)}
-        </select>
-      </Field>
-      {needsValue && (
-        <Field label="Value" id="cfg-value" error={err('value') || err('')}>
-          <input id="cfg-value" value={config.value == null ? '' : showValue(config.value)} disabled={disabled}
-            onChange={(e) => set({ ...config, value: e.target.value })} />
-        </Field>
-      )}
-    </>
-  );
-}
-
-function WebhookForm({ config, set, disabled, err }) {
+function WebhookForm({ config, set, disabled, err, schema }) {
   const [bodyText, setBodyText] = useState(config.body == null ? '' : JSON.stringify(config.body, null, 2));
   const [bodyError, setBodyError] = useState('');
+  const methods = choices(schema, 'method', METHODS);
+  const method = config.method || 'POST';
   return (
     <>
-      <Field label="URL" id="cfg-url" error={err('url')}>
+      <Field label="Method" id="cfg-method" error={err('method')}>
+        <select id="cfg-method" value={method} disabled={disabled} onChange={(e) => set({ ...config, method: e.target.value })}>
+          {methods.map((m) => <option key={m} value={m}>{m}</option>)}
+        </select>
+      </Field>
+      <Field label="URL" id="cfg-url" error={err('url')} hint="Liquid works here too, e.g. https://example.com/users/{{ id }}.">
         <input id="cfg-url" type="url" value={config.url || ''} disabled={disabled} placeholder="https://…"
           onChange={(e) => set({ ...config, url: e.target.value })} />
       </Field>
@@ -220,7 +195,9 @@ function WebhookForm({ config, set, disabled, err }) {
           onChange={(headers) => set({ ...config, headers })} />
       </Field>
       <Field label="Body (JSON)" id="cfg-body" error={bodyError || err('body')}
-        hint="Liquid works in string values. Empty: the contact, event, workflow and execution.">
+        hint={method === 'GET'
+          ? 'A GET request sends no body.'
+          : 'Liquid works in string values; a value that is exactly {{ x }} keeps x’s type. Empty: the contact, event, workflow and execution.'}>
         <textarea id="cfg-body" rows="5" value={bodyText} disabled={disabled}
           onChange={(e) => {
             setBodyText(e.target.value);
@@ -310,15 +287,15 @@ const FORMS = {
 };
 
 function Outputs({ node, kind, nodes, edges, onConnectPort, readOnly }) {
-  const ports = branchesFor(kind, node.data.config);
-  if (!ports.length) return <p className="help">{kind.label} ends the run: it has no outputs.</p>;
+  const ports = portsFor(kind, node.data.config);
+  if (!ports.length) return <p className="help">{kind?.label || 'This step'} ends the run: it has no outputs.</p>;
   return (
     <div className="wf-outputs">
-      {ports.map((branch) => {
+      {ports.map(({ id: branch, label }) => {
         const edge = edges.find((e) => e.source === node.id && (e.sourceHandle || 'next') === branch);
         return (
           <div className="wf-row" key={branch}>
-            <label htmlFor={`out-${branch}`} className="wf-port-name">{branch}</label>
+            <label htmlFor={`out-${branch}`} className="wf-port-name" title={branch}>{label}</label>
             <select id={`out-${branch}`} value={edge ? edge.target : ''} disabled={readOnly}
               onChange={(e) => onConnectPort(node.id, branch, e.target.value)}>
               <option value="">— ends the run —</option>
@@ -333,7 +310,7 @@ function Outputs({ node, kind, nodes, edges, onConnectPort, readOnly }) {
   );
 }
 
-export function ConfigPanel({ node, kind, errors, readOnly, templates, templateAddUrl, fields, nodes, edges, onChange, onDelete, onConnectPort }) {
+export function ConfigPanel({ node, kind, errors, readOnly, nameReadOnly, templates, templateAddUrl, fields, nodes, edges, onChange, onDelete, onConnectPort }) {
   if (!node) return null;
   const config = node.data.config || {};
   const err = (field) => {
@@ -356,10 +333,10 @@ export function ConfigPanel({ node, kind, errors, readOnly, templates, templateA
       )}
       {Object.keys(config).length === 0 && err('') && <ul className="errorlist"><li>{err('')}</li></ul>}
       <Field label="Name" id="cfg-name">
-        <input id="cfg-name" value={node.data.name || ''} disabled={readOnly} placeholder={node.id}
+        <input id="cfg-name" value={node.data.name || ''} disabled={nameReadOnly} placeholder={node.id}
           onChange={(e) => onChange({ name: e.target.value })} />
       </Field>
-      <Form config={config} set={(c) => onChange({ config: c })} disabled={readOnly} schema={kind?.config_schema}
+      <Form config={config} set={(c, renamedPorts) => onChange({ config: c, renamedPorts })} disabled={readOnly} schema={kind?.config_schema}
         err={err} templates={templates} templateAddUrl={templateAddUrl} fields={fields} />
       <h3 className="wf-panel-sub">Outputs</h3>
       <Outputs node={node} kind={kind} nodes={nodes} edges={edges} onConnectPort={onConnectPort} readOnly={readOnly} />

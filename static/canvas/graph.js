@@ -6,15 +6,58 @@ export const TRIGGER = 'trigger';
 export const NODE_WIDTH = 230;
 export const NODE_HEIGHT = 96;
 
-// The ports of a step: the palette's branches, minus those whose required config field is
-// unset (e.g. Wait for Event's `timeout`; the server sends that rule as `branch_requires`).
-export function branchesFor(kind, config) {
+// The ports of a step, from the step type's own rules (its `describe()`), never its name:
+// - `branch_list` {field, id, label, when, extra}: while the config matches `when` (e.g.
+//   {mode: "multi"}), one port per item of config[field] (named by item[id], shown as
+//   item[label]) plus the `extra` ports (e.g. "default");
+// - otherwise the type's `branches`, minus those whose `branch_requires` field is unset (Wait
+//   for Event's `timeout`).
+// Returns [{id, label}], in order; ids are unique and non-empty.
+export function portsFor(kind, config) {
   if (!kind) return [];
+  const cfg = config || {};
+  const list = kind.branch_list || {};
+  if (list.field && listApplies(list, cfg)) {
+    const ports = [];
+    const seen = new Set();
+    for (const item of Array.isArray(cfg[list.field]) ? cfg[list.field] : []) {
+      const id = item && item[list.id || 'id'];
+      if (typeof id !== 'string' || !id || seen.has(id)) continue;
+      seen.add(id);
+      const label = item[list.label || 'name'];
+      ports.push({ id, label: typeof label === 'string' && label ? label : id });
+    }
+    for (const id of list.extra || []) {
+      if (!seen.has(id)) {
+        seen.add(id);
+        ports.push({ id, label: id });
+      }
+    }
+    return ports;
+  }
   const requires = kind.branch_requires || {};
-  return kind.branches.filter((branch) => {
-    const field = requires[branch];
-    return !field || (config && config[field] != null && config[field] !== '');
-  });
+  return (kind.branches || [])
+    .filter((branch) => {
+      const field = requires[branch];
+      return !field || (cfg[field] != null && cfg[field] !== '');
+    })
+    .map((id) => ({ id, label: id }));
+}
+
+function listApplies(list, config) {
+  return Object.entries(list.when || {}).every(([field, value]) => config[field] === value);
+}
+
+// Just the port ids (what transitions name as their branch).
+export function branchesFor(kind, config) {
+  return portsFor(kind, config).map((p) => p.id);
+}
+
+// What an edge shows: its branch's label ("next", the plain way on, shows nothing).
+export function edgeLabel(branch, ports) {
+  if (!branch || branch === 'next') return undefined;
+  const port = ports && ports.find((p) => p.id === branch);
+  return port ? port.label : branch;
 }
 
 export function edgeId(source, branch) {
@@ -29,8 +72,39 @@ export function makeEdge(source, branch, target) {
     target,
     targetHandle: 'in',
     label: branch === 'next' ? undefined : branch,
+    labelBgPadding: [4, 2],
+    labelBgBorderRadius: 3,
     data: { branch },
   };
+}
+
+// Steps that have no position of their own (a file written without them, e.g. from Plunk,
+// stores them all at 0,0): the canvas lays such a graph out when it opens.
+export function needsLayout(document) {
+  const steps = document.steps || [];
+  return (
+    steps.length > 1 &&
+    steps.every((s) => !s.position || (!Number(s.position.x) && !Number(s.position.y)))
+  );
+}
+
+// A branch id from a branch name: lowercase words joined by "-", unique among `taken`.
+export function slugId(name, taken, fallback = 'branch') {
+  const base =
+    String(name || '')
+      .normalize('NFKD')
+      .replace(/[\u0300-\u036f]/g, '')
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 40) || fallback;
+  let id = base;
+  let i = 2;
+  while (taken.includes(id)) {
+    id = `${base}-${i}`;
+    i += 1;
+  }
+  return id;
 }
 
 // The trigger has no stored position: it sits above the step it leads to.
@@ -120,9 +194,8 @@ export function connectionProblem({ source, sourceHandle, target }, nodes, edges
     const ports = branchesFor(kind, from.data.config);
     if (!ports.length) return `${kind.label} ends the run: it can have no outgoing connection.`;
     if (!ports.includes(branch)) {
-      return `${kind.label} has no “${branch}” output${
-        branch === 'timeout' ? ' until a timeout is set' : ''
-      }.`;
+      const needs = kind.branch_requires?.[branch];
+      return `${kind.label} has no “${branch}” output${needs ? ` until its ${needs} is set` : ''}.`;
     }
   }
   const taken = edges.find((e) => e.source === source && (e.sourceHandle || 'next') === branch);
@@ -138,14 +211,32 @@ export function connectionProblem({ source, sourceHandle, target }, nodes, edges
   return null;
 }
 
-export function tidy(nodes, edges) {
+// An edge's port's place on its node (for tidy).
+export function portOrder(nodes, palette) {
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  return (edge) => {
+    const node = byId.get(edge.source);
+    if (!node || node.type !== 'step') return 0;
+    return branchesFor(palette[node.data.stepType], node.data.config).indexOf(edge.sourceHandle || 'next');
+  };
+}
+
+// Lays the graph out top to bottom. `portIndex(edge)` (the edge's port's place on its node)
+// keeps each step's children in the order of its ports, left to right, so that edges do not
+// cross under a step with several outputs.
+export function tidy(nodes, edges, portIndex = () => 0) {
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: 'TB', nodesep: 50, ranksep: 70 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of nodes) {
     g.setNode(n.id, { width: n.measured?.width || NODE_WIDTH, height: n.measured?.height || NODE_HEIGHT });
   }
-  for (const e of edges) g.setEdge(e.source, e.target);
+  // dagre places the children of a node in the reverse of the order their edges were added.
+  const sources = [...new Set(edges.map((e) => e.source))];
+  const ordered = sources.flatMap((source) =>
+    edges.filter((e) => e.source === source).sort((a, b) => portIndex(b) - portIndex(a)),
+  );
+  for (const e of ordered) g.setEdge(e.source, e.target);
   dagre.layout(g);
   return nodes.map((n) => {
     const p = g.node(n.id);

@@ -1,7 +1,7 @@
 // The two node kinds on the canvas: the trigger and a step (with one output port per branch).
 import React, { useContext, useEffect } from 'react';
 import { Handle, Position, useUpdateNodeInternals } from '@xyflow/react';
-import { branchesFor } from './graph.js';
+import { NODE_WIDTH, portsFor } from './graph.js';
 import { CanvasContext } from './context.js';
 
 const COUNT_LABELS = [
@@ -43,8 +43,10 @@ export function TriggerNode({ data }) {
 
 function summary(type, config) {
   switch (type) {
-    case 'send_email':
-      return config.template ? `Template “${config.template}”` : 'No template chosen';
+    case 'send_email': {
+      const to = config.recipient?.type === 'CUSTOM' ? ` to ${config.recipient.customEmail || '…'}` : '';
+      return config.template ? `Template “${config.template}”${to}` : 'No template chosen';
+    }
     case 'delay':
       return config.amount ? `${config.amount} ${config.unit || ''}` : 'No duration set';
     case 'wait_for_event':
@@ -52,9 +54,14 @@ function summary(type, config) {
         ? `${config.event}${config.timeout ? `, at most ${config.timeout.amount} ${config.timeout.unit}` : ''}`
         : 'No event set';
     case 'condition':
-      return config.field ? `${config.field} ${(config.operator || '').replace(/_/g, ' ')} ${config.value ?? ''}` : 'No field set';
+      if (!config.field) return 'No field set';
+      if (Array.isArray(config.branches)) {
+        const n = config.branches.length;
+        return `${config.field}: ${n} branch${n === 1 ? '' : 'es'} + default`;
+      }
+      return `${config.field} ${config.operator || ''} ${config.value ?? ''}`;
     case 'webhook':
-      return config.url || 'No URL set';
+      return config.url ? `${config.method || 'POST'} ${config.url}` : 'No URL set';
     case 'update_contact': {
       const n = Object.keys(config.set || {}).length + (config.unset || []).length;
       return `${n} change${n === 1 ? '' : 's'}${config.subscribed != null ? ', subscription' : ''}`;
@@ -69,16 +76,20 @@ function summary(type, config) {
 export function StepNode({ id, data, selected }) {
   const { palette, counts, errorsByStep } = useContext(CanvasContext);
   const kind = palette[data.stepType];
-  const ports = branchesFor(kind, data.config);
+  const ports = portsFor(kind, data.config);
   const errors = errorsByStep[id] || [];
   const updateNodeInternals = useUpdateNodeInternals();
-  const portKey = ports.join(',');
-  // Ports come and go with the config (a timeout set or cleared): React Flow must re-measure
-  // the handles, or edges from a new port are not drawn.
+  const portKey = ports.map((p) => p.id).join(',');
+  // Ports come and go with the config (a timeout set, a branch added): React Flow must
+  // re-measure the handles, or edges from a new port are not drawn.
   useEffect(() => updateNodeInternals(id), [id, portKey, updateNodeInternals]);
+  // Room for every port's label: a multi-branch step grows wider.
+  const width = Math.max(NODE_WIDTH, ports.length * 76);
+  const at = (i) => `${((i + 1) * 100) / (ports.length + 1)}%`;
   return (
     <div
       className={`wf-node wf-node-step wf-type-${data.stepType}${selected ? ' wf-selected' : ''}${errors.length ? ' wf-has-errors' : ''}`}
+      style={width > NODE_WIDTH ? { width } : undefined}
       data-testid={`node-${id}`}
       data-step-key={id}
     >
@@ -95,21 +106,22 @@ export function StepNode({ id, data, selected }) {
       )}
       <Counts counts={counts?.[id]} />
       <div className="wf-ports">
-        {ports.map((branch, i) => (
-          <span key={branch} className={`wf-port-label wf-port-${branch}`} style={{ left: `${((i + 1) * 100) / (ports.length + 1)}%` }}>
-            {branch}
+        {ports.map((port, i) => (
+          <span key={port.id} className={`wf-port-label wf-port-${port.id}`} style={{ left: at(i) }} title={port.label}>
+            {port.label}
           </span>
         ))}
       </div>
-      {ports.map((branch, i) => (
+      {ports.map((port, i) => (
         <Handle
-          key={branch}
+          key={port.id}
           type="source"
           position={Position.Bottom}
-          id={branch}
-          className={`wf-handle wf-handle-${branch}`}
-          style={{ left: `${((i + 1) * 100) / (ports.length + 1)}%` }}
-          data-testid={`port-${id}-${branch}`}
+          id={port.id}
+          className={`wf-handle wf-handle-${port.id}`}
+          style={{ left: at(i) }}
+          title={port.label}
+          data-testid={`port-${id}-${port.id}`}
         />
       ))}
     </div>

@@ -172,6 +172,7 @@ def test_it_builds_saves_and_reloads_a_workflow_with_every_step_type(page, super
     }
     assert steps["webhook-1"]["config"] == {
         "url": "https://example.com/hooks/pro",
+        "method": "POST",
         "headers": {"X-Team": "growth"},
         "body": {"plan": "{{ contact.plan }}"},
         "timeout_seconds": 10,

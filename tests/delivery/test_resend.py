@@ -64,7 +64,9 @@ def ops(db, django_user_model):
     user = django_user_model.objects.create_user("ops", "ops@example.com", "pw-123456789")
     user.is_staff = True
     user.save()
+    # Messages are contact data: reading them takes the contact permission too.
     user.user_permissions.add(Permission.objects.get(codename="view_message"))
+    user.user_permissions.add(Permission.objects.get(codename="view_contact"))
     return user
 
 

@@ -166,3 +166,38 @@ def test_several_list_unsubscribe_entries_fold_only_between_entries():
         f" <{long_url}>,".encode(),
         b" <https://x.test/u>",
     ]
+
+
+def test_a_send_interrupted_after_the_data_went_out_is_unknown_never_repeated(
+    smtp, contact, settings
+):
+    # The server takes the message, then answers too late: it may well deliver it. Retrying
+    # would send it twice, so the ledger says "unknown" and nothing is sent again.
+    import asyncio
+
+    async def slow_reply(server, session, envelope):
+        smtp.raw.append(envelope.original_content)
+        await asyncio.sleep(2)
+        return "250 OK"
+
+    smtp.handle_DATA = slow_reply
+    settings.EMAIL_TIMEOUT = 1
+    template = Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="s", html="x")
+    result = message_send(idempotency_key="k1", template=template, contact=contact)
+    assert result.message.status == Message.UNKNOWN
+    assert "not sent again" in result.message.error
+    again = message_send(idempotency_key="k1", template=template, contact=contact)
+    assert again.sent_now is False and again.message.status == Message.UNKNOWN
+    assert len(smtp.raw) == 1
+
+
+def test_a_server_that_can_not_be_reached_is_retried(contact, settings):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    template = Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="s", html="x")
+    with pytest.raises(SendTransientError):
+        message_send(idempotency_key="k1", template=template, contact=contact)
+    assert not Message.objects.exists()  # the key is free for the retry

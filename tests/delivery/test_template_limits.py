@@ -122,3 +122,28 @@ def test_a_workflow_send_past_a_limit_fails_the_step_once_without_retrying(
     assert run.attempts <= 1 and "more than the limit" in run.error
     assert drain() == 0  # nothing left to retry
     assert not Message.objects.exists() and mail.outbox == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in (1..999999999) offset:999999990 %}{% endfor %}",
+        "{% tablerow i in (1..999999999) offset:999999990 %}{% endtablerow %}",
+        "{% assign r = (1..999999999) %}{% for i in r offset: 999999990 %}{% endfor %}",
+        f"{{% for i in (1..{MAX_ITEMS + 1}) %}}{{% endfor %}}",
+    ],
+)
+def test_a_loop_over_a_huge_range_is_refused_before_it_iterates(source):
+    # Skipping through a range with `offset` writes nothing and calls no filter: only a bound
+    # on the range itself stops it (it used to run for 40 s past a 2 s deadline).
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=f"more than {MAX_ITEMS} items"):
+        render(subject="s", html_body=source, text_body="", variables={})
+    with pytest.raises(TemplateError, match=f"more than {MAX_ITEMS} items"):
+        render_json({"note": source}, {})
+    assert time.monotonic() - started < 1
+
+
+def test_a_loop_over_a_range_at_the_limit_runs(settings):
+    source = f"{{% for i in (1..{MAX_ITEMS}) %}}{{% endfor %}}done"
+    assert render(subject="s", html_body=source, text_body="", variables={}).html == "done"

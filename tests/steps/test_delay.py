@@ -6,6 +6,7 @@ import time_machine
 from contacts_app.models import Contact
 from tests.conftest import chain, drain
 from tests.flow import T0, execution_of, history, keys_run, track_ok
+from workflows_app.files import document_export
 from workflows_app.graph import GraphError, graph_validate
 from workflows_app.models import Execution, StepRun
 
@@ -100,6 +101,12 @@ def test_a_delay_at_the_end_completes_the_run_when_it_ends(track, make_workflow)
         ({"amount": 2}, "config.unit"),
         ({"unit": "days"}, "config.amount"),
         ({"amount": 2, "unit": "days", "jitter": 1}, "config.jitter"),
+        ({"amount": 366, "unit": "days"}, "config"),
+        ({"amount": 53, "unit": "weeks"}, "config"),
+        ({"amount": 8761, "unit": "hours"}, "config"),
+        ({"amount": "2", "unit": "days"}, "config.amount"),
+        ({"amount": True, "unit": "days"}, "config.amount"),
+        ({"amount": 0.0, "unit": "days"}, "config.amount"),
     ],
 )
 def test_it_rejects_a_bad_delay_config(db, config, field):
@@ -111,3 +118,34 @@ def test_it_rejects_a_bad_delay_config(db, config, field):
             }
         )
     assert [(e["step"], e["field"]) for e in caught.value.errors] == [("pause", field)]
+
+
+@pytest.mark.parametrize(
+    "amount, unit, length",
+    [
+        (1.5, "hours", timedelta(minutes=90)),
+        (0.5, "seconds", timedelta(milliseconds=500)),
+        (2.25, "days", timedelta(days=2, hours=6)),
+        (365, "days", timedelta(days=365)),
+        (52, "weeks", timedelta(weeks=52)),
+    ],
+)
+def test_it_waits_a_decimal_amount(track, make_workflow, amount, unit, length):
+    workflow = make_workflow(*chain(delay(amount, unit), tag()))
+    # Stored and exported as written: 1.5 stays 1.5, 365 stays an integer.
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"][:1]
+    assert exported["config"] == {"amount": amount, "unit": unit}
+    assert type(exported["config"]["amount"]) is type(amount)
+    with time_machine.travel(T0, tick=False) as traveller:
+        track_ok(track)
+        drain(now=T0)
+        ex = execution_of()
+        assert ex.wake_at == T0 + length
+        early = T0 + length - timedelta(milliseconds=1)
+        traveller.move_to(early)
+        assert drain(now=early) == 0
+        traveller.move_to(T0 + length)
+        assert drain(now=T0 + length) == 1
+    ex.refresh_from_db()
+    assert ex.status == Execution.COMPLETED
+    assert keys_run(ex) == ["pause", "after"]

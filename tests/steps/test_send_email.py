@@ -14,6 +14,8 @@ from templates_app.models import Message, Template
 from tests.conftest import chain, drain
 from tests.flow import T0, WorkerKilled, crash_after, execution_of, history, track_ok
 from workflows_app import engine
+from workflows_app.files import document_export
+from workflows_app.graph import GraphError
 from workflows_app.models import Execution, StepRun
 
 RICH_HTML = (
@@ -79,7 +81,9 @@ def test_it_renders_contact_data_event_data_and_reserved_variables(
     assert "top=Ann contact=Ann" in html
     assert "last=O&#39;Neil &amp; Co" in html  # HTML output is escaped
     assert "email=ann@example.com contact.email=ann@example.com" in html
-    assert "plan=pro total=42 coupon=X1 top-coupon=[]" in html
+    # Plunk's scope: the execution context is at top level too (the coupon is not kept on the
+    # contact, but the event that started the run has it).
+    assert "plan=pro total=42 coupon=X1 top-coupon=[X1]" in html
     # The text part is derived from the HTML when the template has none.
     assert "top=Ann contact=Ann" in sent.body
 
@@ -274,3 +278,113 @@ def test_it_hands_the_ledger_key_to_an_anymail_provider(settings, track, templat
     assert params["metadata"]["idempotency_key"] == message.idempotency_key
     assert params["tags"] == ["marketing"]
     assert message.status == Message.SENT
+
+
+# --- Plunk's shape: templateId and a CUSTOM recipient -------------------------------------------
+
+
+def send_to(recipient, key="notify", template="Welcome", field="template"):
+    config = {field: template}
+    if recipient is not None:
+        config["recipient"] = recipient
+    return {"key": key, "type": "send_email", "config": config}
+
+
+CUSTOM = {"type": "CUSTOM", "customEmail": "sales@team.example"}
+
+
+def test_a_custom_recipient_gets_it_though_the_contact_is_unsubscribed(
+    track, template, make_workflow
+):
+    make_workflow(*chain(send_to(CUSTOM), tag()))
+    track_ok(track, data={"firstName": "Ann"}, subscribed=False)
+    drain()
+
+    ex = execution_of()
+    assert ex.status == Execution.COMPLETED, ex.error
+    [sent] = mail.outbox
+    assert sent.to == ["sales@team.example"]
+    assert sent.subject == "Welcome, Ann"  # rendered with the contact's data
+    # The unsubscribe link in the body is the contact's; a header would let the team's mail
+    # client unsubscribe the contact in one click, so there is none.
+    assert "List-Unsubscribe" not in sent.extra_headers
+    message = Message.objects.get()
+    run = ex.step_runs.get(step_key="notify")
+    assert (message.contact, message.to_email) == (Contact.objects.get(), "sales@team.example")
+    assert message.idempotency_key == f"exec-{ex.pk}-run-{run.pk}"
+    assert run.message_id == message.pk
+    assert run.output["to"] == "sales@team.example"
+    assert Contact.objects.get().subscribed is False
+
+
+def test_a_custom_recipient_is_sent_once_per_visit(track, template, make_workflow):
+    make_workflow(*chain(send_to(CUSTOM), tag()))
+    track_ok(track)
+    [pk] = engine.executions_claim_due(now=timezone.now(), limit=10)
+    with crash_after("send_email"), pytest.raises(WorkerKilled):
+        engine.execution_advance(pk)
+    # The visit is run again: the ledger has it, nothing is sent again.
+    assert engine.execution_advance(pk) == Execution.COMPLETED
+    drain(now=timezone.now() + timedelta(days=1))
+    assert [m.to for m in mail.outbox] == [["sales@team.example"]]
+    assert Message.objects.count() == 1
+
+
+def test_a_contact_recipient_is_the_default_and_still_checks_the_subscription(
+    track, template, make_workflow
+):
+    make_workflow(*chain(send_to({"type": "CONTACT", "customEmail": ""})))
+    track_ok(track, subscribed=False)
+    drain()
+    assert mail.outbox == []
+    assert history(execution_of()) == [("notify", StepRun.SKIPPED, "next")]
+
+
+@pytest.mark.parametrize(
+    "config, stored",
+    [
+        ({"templateId": "Welcome"}, {"template": "Welcome"}),
+        (
+            {"templateId": "Welcome", "recipient": {"type": "CONTACT", "customEmail": ""}},
+            {"template": "Welcome", "recipient": {"type": "CONTACT"}},
+        ),
+        (
+            {"template": "Welcome", "recipient": {"type": "CUSTOM", "customEmail": " a@b.io "}},
+            {"template": "Welcome", "recipient": {"type": "CUSTOM", "customEmail": "a@b.io"}},
+        ),
+        ({"template": "Welcome"}, {"template": "Welcome"}),
+    ],
+)
+def test_it_accepts_plunks_shape_and_stores_ours(template, make_workflow, config, stored):
+    workflow = make_workflow(*chain({"key": "notify", "type": "send_email", "config": config}))
+    step = workflow.steps.get()
+    assert step.template == template
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"]
+    assert exported["config"] == stored
+
+
+def test_a_template_id_that_is_a_number_is_our_templates_key(template, make_workflow):
+    workflow = make_workflow(*chain(send_to(None, template=template.pk, field="templateId")))
+    assert workflow.steps.get().template == template
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"]
+    assert exported["config"] == {"template": "Welcome"}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"templateId": 999_999}, "template #999999 does not exist"),
+        ({"templateId": "Nope"}, "template 'Nope' does not exist"),
+        ({"template": "Welcome", "recipient": {"type": "CUSTOM"}}, "needs customEmail"),
+        (
+            {"template": "Welcome", "recipient": {"type": "CUSTOM", "customEmail": "not-an-email"}},
+            "not an email address",
+        ),
+        ({"template": "Welcome", "recipient": {"type": "TEAM"}}, "recipient.type"),
+        ({"template": "Welcome", "recipient": {"type": "CUSTOM", "cc": "x@y.z"}}, "recipient.cc"),
+    ],
+)
+def test_it_refuses_a_bad_recipient_or_template(template, make_workflow, config, message):
+    with pytest.raises(GraphError) as caught:
+        make_workflow(*chain({"key": "notify", "type": "send_email", "config": config}))
+    assert message in str(caught.value)

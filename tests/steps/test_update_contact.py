@@ -5,6 +5,7 @@ from contacts_app.models import Contact
 from templates_app.models import Template
 from tests.conftest import chain, drain
 from tests.flow import execution_of, history, track_ok
+from workflows_app.files import document_export
 from workflows_app.models import Execution, StepRun
 from workflows_app.steps import STEP_TYPES
 from workflows_app.steps.base import ConfigError
@@ -79,13 +80,18 @@ def test_a_null_subscribed_leaves_the_subscription_alone(track, make_workflow):
 
 def test_the_change_reaches_later_steps(track, make_workflow):
     Template.objects.create(
-        name="Plan", type=Template.TRANSACTIONAL, subject="{{ plan }}", html="x"
+        name="Plan",
+        type=Template.TRANSACTIONAL,
+        subject="{{ data.plan }} {{ contact.plan }} {{ plan }}",
+        html="x",
     )
     send = {"key": "mail", "type": "send_email", "config": {"template": "Plan"}}
     make_workflow(*chain(update(set={"plan": "enterprise"}), send))
     track_ok(track, data={"plan": "free"})
     drain()
-    assert mail.outbox[0].subject == "enterprise"
+    # The contact's data has the change; a bare `{{ plan }}` is the run's event data, which
+    # wins over contact data in Plunk's scope.
+    assert mail.outbox[0].subject == "enterprise enterprise free"
 
 
 @pytest.mark.parametrize(
@@ -119,3 +125,71 @@ def test_a_condition_later_in_the_same_pass_sees_the_change(track, make_workflow
     track_ok(track, data={"plan": "free"})
     drain()
     assert history(execution_of())[-1] == ("is_pro", StepRun.COMPLETED, "yes")
+
+
+# --- Plunk's shape: {updates, subscriptionAction} ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, stored",
+    [
+        (
+            {"updates": {"plan": "pro", "trial": None, "note": ""}, "subscriptionAction": "none"},
+            {"set": {"plan": "pro"}, "unset": ["trial"], "subscribed": None},
+        ),
+        (
+            {"subscriptionAction": "unsubscribe"},
+            {"set": {}, "unset": [], "subscribed": False},
+        ),
+        (
+            {"updates": {"seats": 0, "vip": False}, "subscriptionAction": "subscribe"},
+            {"set": {"seats": 0, "vip": False}, "unset": [], "subscribed": True},
+        ),
+        ({"updates": {"plan": "pro"}}, {"set": {"plan": "pro"}, "unset": [], "subscribed": None}),
+        # Ours is stored as it was written.
+        ({"set": {"plan": "pro"}}, {"set": {"plan": "pro"}}),
+    ],
+)
+def test_it_accepts_plunks_shape_and_stores_ours(make_workflow, config, stored):
+    workflow = make_workflow(*chain(update(**config)))
+    assert workflow.steps.get().config == stored
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"]
+    assert exported["config"] == stored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"updates": {}, "subscriptionAction": "none"},
+        {"updates": {"a": ""}},
+        {"updates": ["a"]},
+        {"subscriptionAction": "maybe"},
+        {"updates": {"a": 1}, "set": {"b": 2}},
+        {"updates": {"a": 1}, "extra": True},
+    ],
+)
+def test_it_refuses_a_plunk_config_that_changes_nothing_or_is_malformed(config):
+    with pytest.raises(ConfigError):
+        STEP_TYPES["update_contact"].parse_config(config)
+
+
+def test_plunks_shape_runs_updates_removals_and_unsubscribe(track, make_workflow):
+    config = {
+        "updates": {"plan": "pro", "trial": None, "firstName": "", "seats": 5},
+        "subscriptionAction": "unsubscribe",
+    }
+    make_workflow(*chain(update(**config)))
+    track_ok(track, data={"plan": "free", "trial": True, "firstName": "Ann"})
+    drain()
+
+    contact = Contact.objects.get()
+    assert contact.data == {"plan": "pro", "firstName": "Ann", "seats": 5}
+    assert contact.subscribed is False
+    assert execution_of().status == Execution.COMPLETED
+
+
+def test_plunks_subscribe_action_resubscribes(track, make_workflow):
+    make_workflow(*chain(update(subscriptionAction="subscribe")))
+    track_ok(track, subscribed=False)
+    drain()
+    assert Contact.objects.get().subscribed is True

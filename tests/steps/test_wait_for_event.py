@@ -10,6 +10,8 @@ from contacts_app.models import Contact
 from tests.conftest import TrackClient, chain, drain
 from tests.flow import T0, execution_of, history, keys_run, track_ok
 from workflows_app import engine
+from workflows_app.files import document_export
+from workflows_app.graph import GraphError
 from workflows_app.models import Execution, StepRun
 
 TIMEOUT = timedelta(days=3)
@@ -72,7 +74,8 @@ def test_it_takes_the_event_branch_and_adds_the_event_data(track, make_workflow)
         ("on_event", StepRun.COMPLETED, "next"),
     ]
     assert ex.step_runs.get(step_key="activated").finished_at == T0 + timedelta(hours=5)
-    assert ex.context == {"plan": "free", "user.activated": {"via": "mobile"}}
+    # Plunk's merge: the event's data at the top level, and still under the event's name.
+    assert ex.context == {"plan": "free", "via": "mobile", "user.activated": {"via": "mobile"}}
     assert Contact.objects.get().data["branch"] == "on_event"
 
 
@@ -239,3 +242,119 @@ def test_the_event_and_the_timeout_race_and_exactly_one_wins(secret_key, make_wo
         assert ("user.activated" in ex.context) == (expected_next == "on_event")
         winners[expected_next] += 1
     assert sum(winners.values()) == RACE_ROUNDS
+
+
+# --- Plunk's shape ------------------------------------------------------------------------------
+
+
+def plunk_wait(**config):
+    return {"key": "activated", "type": "wait_for_event", "config": config}
+
+
+@pytest.mark.parametrize(
+    "config, stored",
+    [
+        (
+            {"eventName": "user.activated", "timeout": 259200},
+            {"event": "user.activated", "timeout": {"amount": 3, "unit": "days"}},
+        ),
+        (
+            {"eventName": "user.activated", "timeout": 5400},
+            {"event": "user.activated", "timeout": {"amount": 90, "unit": "minutes"}},
+        ),
+        (
+            {"eventName": "user.activated", "timeout": 1.5},
+            {"event": "user.activated", "timeout": {"amount": 1.5, "unit": "seconds"}},
+        ),
+        ({"eventName": "user.activated"}, {"event": "user.activated"}),
+        (
+            {"eventName": "user.activated", "timeout": 0},
+            {"event": "user.activated", "timeout": None},
+        ),
+        # Ours is stored as it was written.
+        ({"event": "user.activated"}, {"event": "user.activated"}),
+        (
+            {"event": "user.activated", "timeout": {"amount": 1.5, "unit": "hours"}},
+            {"event": "user.activated", "timeout": {"amount": 1.5, "unit": "hours"}},
+        ),
+    ],
+)
+def test_it_accepts_plunks_shape_and_stores_ours(make_workflow, config, stored):
+    workflow = make_workflow(*chain(plunk_wait(**config)))
+    assert workflow.steps.get().config == stored
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"]
+    assert exported["config"] == stored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"eventName": ""},
+        {"eventName": "x", "timeout": -5},
+        {"eventName": "x", "timeout": "soon"},
+        {"eventName": "x", "timeout": 366 * 86400},
+        {"eventName": "x", "event": "y"},
+        {"event": "x", "timeout": {"amount": 53, "unit": "weeks"}},
+    ],
+)
+def test_it_refuses_a_bad_plunk_config(make_workflow, config):
+    with pytest.raises(GraphError):
+        make_workflow(*chain(plunk_wait(**config)))
+
+
+def test_a_plunk_timeout_in_seconds_takes_the_timeout_branch(track, make_workflow):
+    steps = [plunk_wait(eventName="user.activated", timeout=90), mark("on_timeout")]
+    make_workflow(
+        steps,
+        [
+            {"from": "trigger", "to": "activated"},
+            {"from": "activated", "branch": "timeout", "to": "on_timeout"},
+        ],
+    )
+    with time_machine.travel(T0, tick=False) as traveller:
+        track_ok(track)
+        drain(now=T0)
+        ex = execution_of()
+        assert (ex.status, ex.wake_at) == (Execution.WAITING, T0 + timedelta(seconds=90))
+        traveller.move_to(T0 + timedelta(seconds=89))
+        assert drain(now=T0 + timedelta(seconds=89)) == 0
+        traveller.move_to(T0 + timedelta(seconds=90))
+        drain(now=T0 + timedelta(seconds=90))
+    ex.refresh_from_db()
+    assert ex.status == Execution.COMPLETED
+    assert keys_run(ex) == ["activated", "on_timeout"]
+
+
+def test_the_resuming_events_data_wins_over_the_context_and_reaches_later_steps(
+    track, make_workflow
+):
+    steps = [
+        plunk_wait(eventName="order.paid"),
+        {
+            "key": "big",
+            "type": "condition",
+            "config": {"field": "event.total", "operator": "greaterThan", "value": 100},
+        },
+        mark("on_event"),
+    ]
+    make_workflow(
+        steps,
+        [
+            {"from": "trigger", "to": "activated"},
+            {"from": "activated", "branch": "event", "to": "big"},
+            {"from": "big", "branch": "yes", "to": "on_event"},
+        ],
+    )
+    track_ok(track, data={"total": 5, "plan": "free"})
+    drain()
+    track_ok(track, event="order.paid", data={"total": 250, "items": [1, 2]})
+    drain()
+    ex = execution_of()
+    assert ex.status == Execution.COMPLETED
+    assert ex.context == {
+        "total": 250,
+        "plan": "free",
+        "items": [1, 2],
+        "order.paid": {"total": 250, "items": [1, 2]},
+    }
+    assert Contact.objects.get().data["branch"] == "on_event"

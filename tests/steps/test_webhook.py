@@ -4,8 +4,11 @@ import pytest
 import time_machine
 from werkzeug import Response
 
+from templates_app.rendering import render_typed_json
 from tests.conftest import chain, drain
 from tests.flow import T0, execution_of, history, track_ok
+from workflows_app.files import document_export
+from workflows_app.graph import GraphError
 from workflows_app.models import Execution, StepRun
 from workflows_app.steps import webhook as webhook_module
 
@@ -75,7 +78,7 @@ def test_it_adds_a_json_reply_to_the_context_under_the_step_key(httpserver, trac
         {
             "key": "high",
             "type": "condition",
-            "config": {"field": "event.notify.score", "operator": "greater_than", "value": 40},
+            "config": {"field": "event.notify.score", "operator": "greaterThan", "value": 40},
         },
         after(),
     ]
@@ -157,7 +160,7 @@ def test_it_fails_after_the_last_retry(httpserver, track, make_workflow):
     with time_machine.travel(T0, tick=False) as traveller:
         track_ok(track)
         drain(now=T0)
-        for _ in range(webhook_module.MAX_ATTEMPTS - 1):
+        for _ in range(webhook_module.Webhook.retry_policy.max_attempts - 1):
             ex = execution_of()
             assert ex.status == Execution.RUNNING
             traveller.move_to(ex.wake_at)
@@ -166,7 +169,7 @@ def test_it_fails_after_the_last_retry(httpserver, track, make_workflow):
     ex = execution_of()
     assert ex.status == Execution.FAILED
     assert "HTTP 500" in ex.error and "Notify CRM" in ex.error
-    assert len(httpserver.log) == webhook_module.MAX_ATTEMPTS
+    assert len(httpserver.log) == webhook_module.Webhook.retry_policy.max_attempts
     assert history(ex) == [("notify", StepRun.FAILED, "")]
 
 
@@ -218,3 +221,216 @@ def test_each_visit_gets_its_own_webhook_id(httpserver, track, make_workflow):
     assert [b["execution"]["id"] for b in bodies(httpserver)] == sorted(
         Execution.objects.values_list("id", flat=True)
     )
+
+
+# --- Plunk's shape: methods, Liquid in the URL, headers and a typed body ------------------------
+
+
+def track_plunk(track, **data):
+    return track_ok(
+        track,
+        data={
+            "plan": "pro",
+            "seats": 3,
+            "price": 9.5,
+            "vip": True,
+            "tags": ["a", "b"],
+            "address": {"city": "Lyon"},
+            "orderId": "A-17",
+            **data,
+        },
+    )
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "POST"])
+def test_it_sends_with_the_method_and_renders_url_headers_and_a_typed_body(
+    httpserver, track, make_workflow, method
+):
+    httpserver.expect_request(f"/orders/A-17/{method.lower()}", method=method).respond_with_json(
+        {"stored": True}
+    )
+    config = {
+        "url": httpserver.url_for("/orders/{{ orderId }}/") + method.lower(),
+        "method": method,
+        "headers": {"Authorization": "Bearer {{ plan }}-key", "X-Email": "{{ email }}"},
+        "body": {
+            "seats": "{{ seats }}",
+            "price": "{{price}}",
+            "vip": "{{ vip }}",
+            "tags": "{{ tags }}",
+            "address": "{{ address }}",
+            "missing": "{{ nothing }}",
+            "fallback": "{{ nothing ?? there }}",
+            "filtered": "{{ seats | plus: 1 }}",
+            "text": "Plan {{ plan }} for {{ seats }} seats",
+            "spaced": "  {{ plan }}  ",
+            "nested": [{"city": "{{ address.city }}"}, "{{ data.plan }}", 7, None],
+            "literal": "no liquid",
+        },
+    }
+    make_workflow(*chain(hook(config.pop("url"), **config)))
+    track_plunk(track)
+    drain()
+
+    ex = execution_of()
+    assert ex.status == Execution.COMPLETED, ex.error
+    [(request, response)] = httpserver.log
+    assert response.status_code == 200
+    assert request.headers["Authorization"] == "Bearer pro-key"
+    assert request.headers["X-Email"] == "ann@example.com"
+    assert json.loads(request.get_data()) == {
+        "seats": 3,
+        "price": 9.5,
+        "vip": True,
+        "tags": ["a", "b"],
+        "address": {"city": "Lyon"},
+        "missing": None,
+        "fallback": "there",
+        "filtered": 4,
+        "text": "Plan pro for 3 seats",
+        "spaced": "pro",
+        "nested": [{"city": "Lyon"}, "pro", 7, None],
+        "literal": "no liquid",
+    }
+    output = ex.step_runs.get().output
+    assert {k: output[k] for k in ("url", "method", "statusCode", "success", "response")} == {
+        "url": httpserver.url_for(f"/orders/A-17/{method.lower()}"),
+        "method": method,
+        "statusCode": 200,
+        "success": True,
+        "response": {"stored": True},
+    }
+
+
+def test_get_sends_no_body_and_is_still_signed(httpserver, track, make_workflow):
+    httpserver.expect_request("/lookup", method="GET", query_string="plan=pro").respond_with_json(
+        {"credit": 10}
+    )
+    url = httpserver.url_for("/lookup") + "?plan={{ plan }}"
+    make_workflow(*chain(hook(url, method="get", body={"ignored": "{{ plan }}"})))
+    track_plunk(track)
+    drain()
+
+    ex = execution_of()
+    assert ex.status == Execution.COMPLETED, ex.error
+    [(request, _)] = httpserver.log
+    assert request.method == "GET"
+    assert request.get_data() == b""
+    assert "Content-Type" not in request.headers
+    run = ex.step_runs.get()
+    assert request.headers["webhook-id"] == f"exec-{ex.pk}-run-{run.pk}"
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert ex.context["notify"] == {"credit": 10}
+
+
+def test_it_stores_plunks_shape_canonically(make_workflow):
+    config = {
+        "url": "  https://hooks.example.com/{{ id }}  ",
+        "method": "put",
+        "headers": {"X-Plan": "{{ plan }}"},
+        "body": {"n": "{{ seats }}"},
+    }
+    workflow = make_workflow(*chain(hook(**config)))
+    stored = {
+        "url": "https://hooks.example.com/{{ id }}",
+        "method": "PUT",
+        "headers": {"X-Plan": "{{ plan }}"},
+        "body": {"n": "{{ seats }}"},
+    }
+    assert workflow.steps.get().config == stored
+    [exported] = document_export([workflow.name])["workflows"][0]["steps"]
+    assert exported["config"] == stored
+    # Ours is kept as written (no method added).
+    plain = make_workflow(*chain(hook("https://hooks.example.com/x")), name="plain")
+    assert plain.steps.get().config == {"url": "https://hooks.example.com/x"}
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"url": "{{ base }}/hook"}, "must start with http:// or https://"),
+        ({"url": "ftp://example.com/{{ x }}"}, "must start with http:// or https://"),
+        ({"url": "https://exa mple.com/"}, "not a valid URL"),
+        ({"url": "https://example.com/", "method": "TRACE"}, "config.method"),
+        ({"url": "https://example.com/", "headers": {"Bad Name": "x"}}, "header name"),
+        ({"url": "https://example.com/", "headers": {"X-A": "a\r\nX-B: b"}}, "line break"),
+    ],
+)
+def test_it_refuses_a_bad_config_at_save(make_workflow, config, message):
+    with pytest.raises(GraphError) as caught:
+        make_workflow(*chain({"key": "n", "type": "webhook", "config": config}))
+    assert message in str(caught.value)
+
+
+def test_the_ssrf_guard_judges_the_rendered_url(httpserver, track, make_workflow, settings):
+    settings.WEBHOOK_ALLOW_LOOPBACK = False
+    httpserver.expect_request("/inside").respond_with_data("secret")
+    # Saved with a harmless-looking host; the contact's data points it at loopback.
+    make_workflow(*chain(hook("http://{{ host }}/inside"), after()))
+    track_plunk(track, host=f"127.0.0.1:{httpserver.port}")
+    drain()
+
+    ex = execution_of()
+    assert ex.status == Execution.FAILED
+    assert "private or reserved address" in ex.error
+    assert httpserver.log == []
+    assert history(ex) == [("notify", StepRun.FAILED, "")]
+
+
+@pytest.mark.parametrize(
+    "url, data, message",
+    [
+        ("https://{{ host }}/x", {"host": ""}, "not a valid URL"),
+        ("http://{{ host }}", {"host": "exa mple.com"}, "not a valid URL"),
+        ("https://example.com/{{ junk }}", {"junk": "x" * 2100}, "longer than"),
+    ],
+)
+def test_a_rendered_url_that_is_not_valid_fails_the_step_at_once(
+    httpserver, track, make_workflow, url, data, message
+):
+    make_workflow(*chain(hook(url), after()))
+    track_plunk(track, **data)
+    drain()
+    ex = execution_of()
+    assert ex.status == Execution.FAILED
+    assert "rendered URL" in ex.error and message in ex.error
+    assert ex.step_runs.get().attempts <= 1
+
+
+def test_a_rendered_header_value_with_a_line_break_fails_the_step(httpserver, track, make_workflow):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    make_workflow(*chain(hook(httpserver.url_for("/hook"), headers={"X-Name": "{{ name }}"})))
+    track_plunk(track, name="Ann\r\nX-Injected: yes")
+    drain()
+    ex = execution_of()
+    assert ex.status == Execution.FAILED
+    assert "line break" in ex.error
+    assert httpserver.log == []
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"n": "{{ (1..100000000) }}"}, None),
+        ({"n": "{{ (1..3) }}"}, {"n": [1, 2, 3]}),
+        ({"n": "{{ 7 }}", "s": "{{ 'x' }}"}, {"n": 7, "s": "x"}),
+    ],
+)
+def test_typed_body_values_are_bounded_and_json(httpserver, track, make_workflow, body, expected):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    make_workflow(*chain(hook(httpserver.url_for("/hook"), body=body)))
+    track_plunk(track)
+    drain()
+    ex = execution_of()
+    if expected is None:
+        assert ex.status == Execution.FAILED
+        assert "more than the limit of 10000" in ex.error
+        assert httpserver.log == []
+    else:
+        assert ex.status == Execution.COMPLETED, ex.error
+        assert bodies(httpserver) == [expected]
+
+
+def test_a_typed_value_that_is_not_finite_becomes_null():
+    # As JSON.stringify does; a float overflow is the one way a filter can make one.
+    assert render_typed_json({"n": "{{ big | times: 10 }}"}, {"big": 1e308}) == {"n": None}

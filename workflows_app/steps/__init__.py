@@ -25,7 +25,6 @@ STEP_TYPES: dict[str, StepType] = {
         Exit(),
     )
 }
-BRANCHES = ("next", "yes", "no", "event", "timeout")
 
 
 def step_type_choices() -> list[tuple[str, str]]:

@@ -8,11 +8,20 @@ visit, using `RunContext.visit_key`.
 from __future__ import annotations
 
 import builtins
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from contacts_app.models import Contact
@@ -34,9 +43,36 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_DURATION = timedelta(days=365)
+
+
+def _positive_number(value: Any) -> int | float:
+    # An integer stays an integer (a document exports as it was written); text and booleans
+    # are not numbers here.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    if not value > 0:  # also NaN
+        raise ValueError("must be greater than 0")
+    return value
+
+
 class Duration(StepConfig):
-    amount: int = Field(ge=1, le=100_000)
+    """An amount of a unit, decimals allowed (1.5 hours), more than zero and at most a year in
+    all."""
+
+    amount: Annotated[
+        int | float,
+        PlainValidator(_positive_number),
+        WithJsonSchema({"type": "number", "exclusiveMinimum": 0}),
+    ]
     unit: Unit
+
+    @model_validator(mode="after")
+    def _at_most_a_year(self) -> Duration:
+        seconds = self.amount * UNITS[self.unit]
+        if not seconds <= MAX_DURATION.total_seconds():  # also NaN
+            raise ValueError(f"at most {MAX_DURATION.days} days in all")
+        return self
 
     def as_timedelta(self) -> timedelta:
         return timedelta(seconds=self.amount * UNITS[self.unit])
@@ -91,15 +127,56 @@ class RunContext:
         return f"exec-{self.execution.pk}-run-{self.step_run.pk}"
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a side-effect step retries a transient failure: up to `max_attempts` visits in all,
+    waiting (in the database: the run's wake_at) with exponential backoff and full jitter,
+    `base_seconds` doubling up to `cap_seconds`; a Retry-After (seconds or an HTTP date, at most
+    a day) wins when it asks for longer."""
+
+    max_attempts: int = 6
+    base_seconds: float = 10
+    cap_seconds: float = 3600
+
+    def retry_at(self, attempt: int, now: datetime, retry_after: str | None = None) -> datetime:
+        delay = random.uniform(0.5, 1.0) * min(
+            self.cap_seconds, self.base_seconds * 2 ** (attempt - 1)
+        )
+        if retry_after:
+            try:
+                asked = float(retry_after)
+            except ValueError:
+                try:
+                    asked = (parsedate_to_datetime(retry_after) - now).total_seconds()
+                except (TypeError, ValueError):
+                    asked = 0
+            delay = max(delay, min(asked, 86400))
+        return now + timedelta(seconds=delay)
+
+
 class StepType:
+    """Everything about one kind of step. The engine, graph validation, the file format and the
+    canvas ask this (through STEP_TYPES) and nothing else."""
+
     type: ClassVar[str]
     label: ClassVar[str]
     description: ClassVar[str] = ""
     Config: ClassVar[builtins.type[StepConfig]]
+    # Every branch the type can have; `branches_for(config)` says which a given config has.
     branches: ClassVar[tuple[str, ...]] = ("next",)
+    # Branches that exist only while a config field is set: {branch: field}. The canvas applies
+    # it while the config is being edited (before it is valid); branches_for must agree.
+    branch_requires: ClassVar[dict[str, str]] = {}
+    # Branches named by a list in the config (a multi-branch Condition): {"field", "id",
+    # "label", "when": {config field: value}, "extra": [branches always there]}. Empty: none.
+    branch_list: ClassVar[dict[str, Any]] = {}
+    # True when the step makes the run wait (Delay, Wait for Event): the engine then closes the
+    # visit with the branch the timer or event chose when the run comes back.
+    waits: ClassVar[bool] = False
     # True when running the step touches the outside world or other rows: the engine then
     # records the visit before running it and commits right after, so a retry finds the visit.
     side_effects: ClassVar[bool] = False
+    retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     # The config field (if any) that names a template. In documents (files, canvas) it holds
     # the template's name; in the database the step points at the template by key instead
     # (Step.template), so a rename is safe and a template in use can not be deleted.
@@ -118,17 +195,42 @@ class StepType:
             raise ConfigError(errors) from None
 
     def branches_for(self, config: Any) -> tuple[str, ...]:
-        return self.branches
+        """The branches a valid (parsed) config has. The default applies `branch_requires`."""
+        return tuple(
+            b
+            for b in self.branches
+            if b not in self.branch_requires or getattr(config, self.branch_requires[b], None)
+        )
+
+    def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        """The config as stored and shown in documents, from what an editor sent (`raw`) and
+        its parsed form. A type that accepts several shapes returns its one canonical shape;
+        the default keeps what was sent (it is valid)."""
+        return raw
 
     def run(self, ctx: RunContext) -> Outcome:
         raise NotImplementedError
 
+    def retry(self, ctx: RunContext, error: str, retry_after: str | None = None) -> NoReturn:
+        """A transient failure of this visit: try again later (StepRetry), or fail the run
+        (StepFailed) once the policy's attempts are spent."""
+        attempt = ctx.step_run.attempts + 1
+        if attempt >= self.retry_policy.max_attempts:
+            raise StepFailed(f"gave up after {attempt} attempts; last: {error}")
+        raise StepRetry(error, self.retry_policy.retry_at(attempt, ctx.now, retry_after))
+
     def describe(self) -> dict[str, Any]:
-        """What the canvas palette needs: label, branches and the config's JSON schema."""
+        """What the canvas needs to draw and edit the type: label, branches and their rules,
+        whether it waits, its template field and the config's JSON schema (the form)."""
         return {
             "type": self.type,
             "label": self.label,
             "description": self.description,
             "branches": list(self.branches),
+            "branch_requires": dict(self.branch_requires),
+            "branch_list": dict(self.branch_list),
+            "waits": self.waits,
+            "side_effects": self.side_effects,
+            "template_field": self.template_field,
             "config_schema": self.Config.model_json_schema(),
         }

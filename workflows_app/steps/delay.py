@@ -6,6 +6,7 @@ class Delay(StepType):
     label = "Delay"
     description = "Wait for a fixed time, then continue."
     Config = Duration
+    waits = True
 
     def run(self, ctx: RunContext) -> Outcome:
         wake_at = ctx.step_run.started_at

@@ -1,6 +1,8 @@
-from datetime import timedelta
+from typing import Any, Literal
 
-from pydantic import Field
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from pydantic import Field, field_validator, model_validator
 
 from templates_app.models import Template
 from templates_app.rendering import TemplateError
@@ -12,29 +14,86 @@ from templates_app.services import (
 )
 from workflows_app.steps.base import (
     Outcome,
+    RetryPolicy,
     RunContext,
     StepConfig,
     StepFailed,
-    StepRetry,
     StepType,
 )
 
-MAX_ATTEMPTS = 5
+
+class Recipient(StepConfig):
+    """Who gets the email: the contact (default), or a fixed address (`CUSTOM`), such as a
+    team inbox told about the contact. The address is plain text, as on Plunk (no Liquid)."""
+
+    type: Literal["CONTACT", "CUSTOM"] = "CONTACT"
+    customEmail: str = Field(default="", max_length=254)  # noqa: N815 - Plunk's name
+
+    @field_validator("customEmail")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                validate_email(value)
+            except ValidationError:
+                raise ValueError(f"{value[:80]!r} is not an email address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _custom_needs_an_address(self) -> "Recipient":
+        if self.type == "CUSTOM" and not self.customEmail:
+            raise ValueError("a CUSTOM recipient needs customEmail")
+        return self
 
 
 class SendEmailConfig(StepConfig):
     template: str = Field(min_length=1, max_length=200, description="Template name")
+    recipient: Recipient | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plunk_shape(cls, data: Any) -> Any:
+        """Plunk's `templateId`: a template's name in our files, or our Template's key (an
+        integer), read here as the name it has now."""
+        if not isinstance(data, dict) or "templateId" not in data or "template" in data:
+            return data
+        data = dict(data)
+        ref = data.pop("templateId")
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            name = Template.objects.filter(pk=ref).values_list("name", flat=True).first()
+            if name is None:
+                raise ValueError(f"template #{ref} does not exist")
+            ref = name
+        data["template"] = ref
+        return data
 
 
 class SendEmail(StepType):
-    """Sends a template to the contact, at most once per step visit (the ledger key)."""
+    """Sends a template at most once per step visit (the ledger key), to the contact or to a
+    fixed address (then without the subscription check; the message is still the contact's)."""
 
     type = "send_email"
     label = "Send Email"
-    description = "Send a template to the contact."
+    description = "Send a template to the contact, or to a fixed address."
     Config = SendEmailConfig
     side_effects = True
     template_field = "template"
+    # A provider's transient refusal (SMTP 4xx, HTTP 429/5xx): five visits, a minute apart at
+    # first.
+    retry_policy = RetryPolicy(max_attempts=5, base_seconds=60)
+
+    def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        config = parsed.model_dump(mode="json", exclude_unset=True)
+        config["template"] = parsed.template  # what templateId named
+        recipient = parsed.recipient
+        if recipient is not None:
+            config["recipient"] = (
+                {"type": "CUSTOM", "customEmail": recipient.customEmail}
+                if recipient.type == "CUSTOM"
+                else {"type": "CONTACT"}
+            )
+        return config
 
     def run(self, ctx: RunContext) -> Outcome:
         # By key: the name in the config is only what the editor shows.
@@ -45,6 +104,8 @@ class SendEmail(StepType):
         )
         if template is None:
             raise StepFailed(f"template {ctx.config.template!r} does not exist")
+        recipient = ctx.config.recipient
+        custom = recipient.customEmail if recipient and recipient.type == "CUSTOM" else None
         try:
             result = message_send(
                 idempotency_key=ctx.visit_key,
@@ -52,14 +113,12 @@ class SendEmail(StepType):
                 contact=ctx.contact,
                 context=ctx.execution.context,
                 workflow_name=ctx.execution.workflow.name,
+                to_email=custom,
             )
         except SendSkipped as exc:
             return Outcome(kind="next", skipped=True, output={"skipped": str(exc)})
         except SendTransientError as exc:
-            attempt = ctx.step_run.attempts + 1
-            if attempt >= MAX_ATTEMPTS:
-                raise StepFailed(f"provider error after {attempt} attempts: {exc}") from exc
-            raise StepRetry(str(exc), ctx.now + timedelta(seconds=30 * 2**attempt)) from exc
+            self.retry(ctx, f"provider error: {exc}")
         except SendPermanentError as exc:
             raise StepFailed(f"provider refused the message: {exc}") from exc
         except TemplateError as exc:  # a limit or an error in the template: retrying won't help

@@ -5,11 +5,45 @@ from pydantic import Field, model_validator
 from contacts_app.services import ContactDataTooLarge, contact_update_data
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepFailed, StepType
 
+SUBSCRIPTION_ACTIONS: dict[str, bool | None] = {
+    "none": None,
+    "subscribe": True,
+    "unsubscribe": False,
+}
+
 
 class UpdateContactConfig(StepConfig):
     set: dict[str, Any] = Field(default_factory=dict)
     unset: list[str] = Field(default_factory=list)
     subscribed: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plunk_shape(cls, data: Any) -> Any:
+        """Plunk's `{updates, subscriptionAction}`, with its data rules: a null value removes
+        the key, an empty string changes nothing."""
+        if not isinstance(data, dict) or not {"updates", "subscriptionAction"} & set(data):
+            return data
+        if {"set", "unset", "subscribed"} & set(data):
+            raise ValueError(
+                "use either updates/subscriptionAction (Plunk's shape) or set/unset/subscribed"
+            )
+        rest = set(data) - {"updates", "subscriptionAction"}
+        if rest:
+            raise ValueError(f"unknown fields: {', '.join(sorted(map(str, rest)))}")
+        updates = data.get("updates")
+        updates = {} if updates is None else updates
+        action = data.get("subscriptionAction")
+        action = "none" if action is None else action
+        if not isinstance(updates, dict):
+            raise ValueError("updates must be an object")
+        if not isinstance(action, str) or action not in SUBSCRIPTION_ACTIONS:
+            raise ValueError("subscriptionAction must be one of none, subscribe, unsubscribe")
+        return {
+            "set": {k: v for k, v in updates.items() if v is not None and v != ""},
+            "unset": [k for k, v in updates.items() if v is None],
+            "subscribed": SUBSCRIPTION_ACTIONS[action],
+        }
 
     @model_validator(mode="after")
     def _changes_something(self):
@@ -28,6 +62,10 @@ class UpdateContact(StepType):
     description = "Set or remove contact data, or change the subscription."
     Config = UpdateContactConfig
     side_effects = True
+
+    def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        # Ours as written; Plunk's as the set/unset/subscribed it means.
+        return parsed.model_dump(mode="json", exclude_unset=True)
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config

@@ -1,14 +1,13 @@
-import random
 import re
-from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from pydantic import AnyHttpUrl, Field, field_validator
+from pydantic import AnyHttpUrl, Field, TypeAdapter, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
 
-from templates_app.rendering import TemplateError, render_json
+from templates_app.rendering import TemplateError, render_json, render_typed_json
 from templates_app.services import template_variables
 from workflows_app.outbound import Refused, post_json
 from workflows_app.steps.base import (
@@ -16,38 +15,82 @@ from workflows_app.steps.base import (
     RunContext,
     StepConfig,
     StepFailed,
-    StepRetry,
     StepType,
 )
 
-MAX_ATTEMPTS = 6
 RETRY_STATUSES = {408, 429}
 MAX_TIMEOUT_SECONDS = 30
+MAX_URL_LENGTH = 2083
 # RFC 9110 field names are tokens; values may not carry CR, LF or NUL (header injection).
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
+LIQUID = re.compile(r"\{\{|\{%")
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+
+
+def url_problem(url: str, *, rendered: bool) -> str | None:
+    """What is wrong with a webhook URL, or None. A URL with Liquid in it can only be checked
+    for its scheme when saved; once rendered, it is checked whole."""
+    if not url.lower().startswith(("http://", "https://")):
+        return "the URL must start with http:// or https://"
+    if len(url) > MAX_URL_LENGTH:
+        return f"the URL is longer than {MAX_URL_LENGTH} characters"
+    if not rendered and LIQUID.search(url):
+        return None
+    try:
+        _HTTP_URL.validate_python(url)
+        host = urlsplit(url).hostname
+    except PydanticValidationError as exc:
+        return f"not a valid URL: {exc.errors()[0]['msg']}"
+    except ValueError as exc:  # urlsplit: a malformed IPv6 address or port
+        return f"not a valid URL: {exc}"
+    if not host:  # pydantic reads `https:///x` as host "x"; requests would not
+        return "not a valid URL: it has no host"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    if not HEADER_NAME.fullmatch(name):
+        return (
+            f"header name {name[:60]!r} must be a single word of letters, digits "
+            "and !#$%&'*+-.^_`|~"
+        )
+    if HEADER_VALUE_FORBIDDEN.search(value):
+        return f"the value of header {name!r} contains a line break or NUL character"
+    return None
 
 
 class WebhookConfig(StepConfig):
-    url: AnyHttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL; Liquid allowed")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"  # outbound.METHODS
+    headers: dict[str, str] = Field(default_factory=dict, description="Liquid in values")
     body: Any = Field(default=None, description="JSON; Liquid in string values. Empty: default.")
     # The whole call, redirects and body included (capped by WEBHOOK_MAX_TIMEOUT_SECONDS).
     timeout_seconds: int = Field(default=10, ge=1, le=MAX_TIMEOUT_SECONDS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_in_capitals(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("method"), str):
+            data = {**data, "method": data["method"].strip().upper()}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        url = url.strip()
+        problem = url_problem(url, rendered=False)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @field_validator("headers")
     @classmethod
     def _headers_are_single_lines(cls, headers: dict[str, str]) -> dict[str, str]:
         for name, value in headers.items():
-            if not HEADER_NAME.fullmatch(name):
-                raise ValueError(
-                    f"header name {name[:60]!r} must be a single word of letters, digits "
-                    "and !#$%&'*+-.^_`|~"
-                )
-            if HEADER_VALUE_FORBIDDEN.search(value):
-                raise ValueError(
-                    f"the value of header {name!r} contains a line break or NUL character"
-                )
+            problem = header_problem(name, value)
+            if problem:
+                raise ValueError(problem)
         return headers
 
 
@@ -66,24 +109,10 @@ def default_body(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def backoff(attempt: int, now: datetime, retry_after: str | None = None) -> datetime:
-    """Exponential with full jitter (10 s, 20 s, 40 s ... capped at 1 h); a Retry-After
-    header (seconds or an HTTP date, at most a day) wins when it asks for longer."""
-    delay = random.uniform(0.5, 1.0) * min(3600, 10 * 2 ** (attempt - 1))
-    if retry_after:
-        try:
-            asked = float(retry_after)
-        except ValueError:
-            try:
-                asked = (parsedate_to_datetime(retry_after) - now).total_seconds()
-            except (TypeError, ValueError):
-                asked = 0
-        delay = max(delay, min(asked, 86400))
-    return now + timedelta(seconds=delay)
-
-
 class Webhook(StepType):
-    """POSTs JSON to a URL, signed (Standard Webhooks) with the workflow's secret.
+    """Calls a URL with JSON (POST by default; GET sends no body), signed (Standard Webhooks)
+    with the workflow's secret. The URL, header values and body strings are Liquid, rendered
+    with the template scope; the SSRF guard judges the rendered URL.
 
     Delivered at least once: retries of one step visit reuse its `webhook-id`, so receivers
     can de-duplicate. Retries wait in the database (the run's wake_at), not in a worker.
@@ -91,29 +120,47 @@ class Webhook(StepType):
 
     type = "webhook"
     label = "Webhook"
-    description = "POST the contact and event data to a URL."
+    description = "Call a URL with the contact and event data."
     Config = WebhookConfig
     side_effects = True
 
+    def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        # As written, with the URL trimmed and the method in capitals.
+        return parsed.model_dump(mode="json", exclude_unset=True)
+
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config
-        body = default_body(ctx)
-        if cfg.body is not None:
-            variables = template_variables(
-                contact=ctx.contact,
-                context=ctx.execution.context,
-                workflow_name=ctx.execution.workflow.name,
-            )
-            try:
-                body = render_json(cfg.body, variables)
-            except TemplateError as exc:
-                raise StepFailed(f"body template: {exc}") from exc
+        variables = template_variables(
+            contact=ctx.contact,
+            context=ctx.execution.context,
+            workflow_name=ctx.execution.workflow.name,
+        )
+        try:
+            url = render_json(cfg.url, variables).strip()
+            headers = render_json(cfg.headers, variables)
+            body = None
+            if cfg.method != "GET":
+                body = (
+                    default_body(ctx)
+                    if cfg.body is None
+                    else render_typed_json(cfg.body, variables)
+                )
+        except TemplateError as exc:
+            raise StepFailed(f"template: {exc}") from exc
+        problem = url_problem(url, rendered=True)
+        if problem:
+            raise StepFailed(f"rendered URL {url[:200]!r}: {problem}")
+        for name, value in headers.items():
+            problem = header_problem(name, value)
+            if problem:
+                raise StepFailed(f"rendered {problem}")
         attempt = ctx.step_run.attempts + 1
         try:
             reply = post_json(
-                url=str(cfg.url),
+                url=url,
+                method=cfg.method,
                 payload=body,
-                headers=cfg.headers,
+                headers=headers,
                 timeout=min(cfg.timeout_seconds, settings.WEBHOOK_MAX_TIMEOUT_SECONDS),
                 secret=ctx.execution.workflow.signing_secret,
                 msg_id=ctx.visit_key,
@@ -122,21 +169,26 @@ class Webhook(StepType):
         except Refused as exc:
             raise StepFailed(f"refused: {exc}") from exc
         except requests.RequestException as exc:
-            self._retry(ctx, attempt, f"{type(exc).__name__}: {exc}")
+            self.retry(ctx, f"{type(exc).__name__}: {exc}")
         if reply.status in RETRY_STATUSES or reply.status >= 500:
-            self._retry(
-                ctx,
-                attempt,
-                f"HTTP {reply.status}: {reply.snippet()}",
-                reply.headers.get("retry-after"),
+            self.retry(
+                ctx, f"HTTP {reply.status}: {reply.snippet()}", reply.headers.get("retry-after")
             )
         if reply.status >= 300:
             raise StepFailed(f"HTTP {reply.status}: {reply.snippet()}")
         # Only what jsonb can store is kept (NaN, NUL characters ... would otherwise make every
         # write of the run fail and leave it RUNNING); the notes say what was changed.
         parsed = reply.parse()
-        output: dict[str, Any] = {"status": reply.status, "attempts": attempt}
-        output["response"] = parsed.data
+        output: dict[str, Any] = {
+            # Plunk's output, then ours.
+            "url": url,
+            "method": cfg.method,
+            "statusCode": reply.status,
+            "success": True,
+            "response": parsed.data,
+            "status": reply.status,
+            "attempts": attempt,
+        }
         if parsed.notes:
             output["notes"] = parsed.notes
         return Outcome(
@@ -144,8 +196,3 @@ class Webhook(StepType):
             output=output,
             context_update={ctx.step.key: parsed.data} if parsed.data is not None else {},
         )
-
-    def _retry(self, ctx: RunContext, attempt: int, error: str, retry_after: str | None = None):
-        if attempt >= MAX_ATTEMPTS:
-            raise StepFailed(f"gave up after {attempt} attempts; last: {error}")
-        raise StepRetry(error, backoff(attempt, ctx.now, retry_after))

@@ -1,0 +1,106 @@
+"""A step type owns itself: adding one means writing its module and registering it, nothing
+else. This test adds a small type with a config-dependent branch and a form (its config
+schema), and runs it through every layer: the palette, graph validation, the save, the file
+format and the engine."""
+
+import pytest
+from pydantic import Field
+
+from tests.conftest import drain
+from tests.flow import execution_of, history, track_ok
+from workflows_app.canvas import canvas_palette
+from workflows_app.files import document_export
+from workflows_app.graph import GraphError, workflow_save_graph
+from workflows_app.models import Step, StepRun, step_type_choices
+from workflows_app.services import workflow_create
+from workflows_app.steps import STEP_TYPES
+from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
+
+
+class PlanCheckConfig(StepConfig):
+    plan: str = Field(min_length=1, description="The plan to look for")
+    # With a fallback set, contacts without any plan take the `unknown` branch.
+    fallback: bool = False
+
+
+class PlanCheck(StepType):
+    type = "plan_check"
+    label = "Plan check"
+    description = "Branch on the contact's plan."
+    Config = PlanCheckConfig
+    branches = ("match", "other", "unknown")
+    branch_requires = {"unknown": "fallback"}
+
+    def run(self, ctx: RunContext) -> Outcome:
+        plan = ctx.contact.data.get("plan")
+        if plan is None and ctx.config.fallback:
+            return Outcome(kind="next", branch="unknown", output={"plan": None})
+        branch = "match" if plan == ctx.config.plan else "other"
+        return Outcome(kind="next", branch=branch, output={"plan": plan})
+
+
+@pytest.fixture
+def plan_check(monkeypatch):
+    monkeypatch.setitem(STEP_TYPES, PlanCheck.type, PlanCheck())
+    return STEP_TYPES[PlanCheck.type]
+
+
+def tag(key, value):
+    return {"key": key, "type": "update_contact", "config": {"set": {"route": value}}}
+
+
+def graph(fallback):
+    return {
+        "steps": [
+            {"key": "check", "type": "plan_check", "config": {"plan": "pro", "fallback": fallback}},
+            tag("pro", "pro"),
+            tag("other", "other"),
+            tag("unknown", "unknown"),
+        ],
+        "transitions": [
+            {"from": "trigger", "to": "check"},
+            {"from": "check", "branch": "match", "to": "pro"},
+            {"from": "check", "branch": "other", "to": "other"},
+            {"from": "check", "branch": "unknown", "to": "unknown"},
+        ],
+    }
+
+
+def test_the_palette_describes_it_for_the_canvas(plan_check):
+    described = next(k for k in canvas_palette() if k["type"] == "plan_check")
+    assert described["branches"] == ["match", "other", "unknown"]
+    assert described["branch_requires"] == {"unknown": "fallback"}
+    assert described["waits"] is False
+    assert set(described["config_schema"]["properties"]) == {"plan", "fallback"}
+    assert ("plan_check", "Plan check") in step_type_choices()
+
+
+def test_its_config_dependent_branch_is_validated(db, plan_check):
+    workflow = workflow_create(name="Plans", trigger_event="user.signup")
+    with pytest.raises(GraphError) as info:
+        workflow_save_graph(workflow=workflow, document=graph(fallback=False))
+    assert "has branches match, other, not 'unknown'" in str(info.value)
+    with pytest.raises(GraphError) as info:
+        bad = graph(fallback=True)
+        bad["steps"][0]["config"] = {"plan": ""}
+        workflow_save_graph(workflow=workflow, document=bad)
+    assert info.value.errors[0]["field"] == "config.plan"
+    workflow_save_graph(workflow=workflow, document=graph(fallback=True))
+    assert Step.objects.get(key="check").config == {"plan": "pro", "fallback": True}
+    exported = document_export(["Plans"])["workflows"][0]
+    assert exported["steps"][0]["type"] == "plan_check"
+
+
+@pytest.mark.parametrize(
+    ("data", "route"),
+    [({"plan": "pro"}, "pro"), ({"plan": "free"}, "other"), ({}, "unknown")],
+)
+def test_the_engine_runs_it_down_each_branch(track, plan_check, data, route):
+    workflow_create(
+        name="Plans", trigger_event="user.signup", enabled=True, graph=graph(fallback=True)
+    )
+    track_ok(track, data=data)
+    drain()
+    ex = execution_of()
+    assert ex.contact.data["route"] == route
+    assert history(ex)[0] == ("check", StepRun.COMPLETED, {"pro": "match"}.get(route, route))
