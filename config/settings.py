@@ -286,7 +286,8 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Lifecycle <hello@example.com>")
 if EMAIL_PROVIDER == "console":
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 elif EMAIL_PROVIDER == "smtp":
-    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    # Django's, with a deadline on the whole of each phase (templates_app/backends.py).
+    EMAIL_BACKEND = "templates_app.backends.SMTPBackend"
     EMAIL_HOST = env("EMAIL_HOST", "localhost")
     EMAIL_PORT = env_int("EMAIL_PORT", 25)
     EMAIL_HOST_USER = env("EMAIL_HOST_USER")

@@ -3,12 +3,19 @@ the ledger key to providers that de-duplicate on it."""
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 import re
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 
 from anymail.backends.resend import EmailBackend as AnymailResendBackend
 from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 
 _ENTRY = r"<[^<>\s]+>"
 _LIST = re.compile(rf"\s*{_ENTRY}\s*(?:,\s*{_ENTRY}\s*)*")
@@ -67,3 +74,85 @@ class ResendEmailBackend(AnymailResendBackend):
         if key:
             payload.headers["Idempotency-Key"] = key[:256]
         return payload
+
+
+class SMTPBackend(DjangoSMTPBackend):
+    """Django's SMTP backend with a deadline on each phase as a whole, not only on each socket
+    operation: opening (connect, greeting, EHLO, STARTTLS, login) and sending each end within
+    EMAIL_TIMEOUT, so a server answering a byte at a time can not hold a send past the run's
+    lease. At the deadline the connection's socket is shut down and the phase fails; a send cut
+    off that way after its data went out is recorded as `unknown` by the ledger, never resent."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sockets: list[socket.socket] = []  # this backend's connection, for the deadline
+
+    @property
+    def connection_class(self):
+        return _WatchedSMTPSSL if self.use_ssl else _WatchedSMTP
+
+    def open(self):
+        token = _opening.set(self._sockets)
+        try:
+            with _deadline(self.timeout, self._sockets):
+                return super().open()
+        finally:
+            _opening.reset(token)
+
+    def send_messages(self, email_messages):
+        with _deadline(self.timeout, self._sockets):
+            return super().send_messages(email_messages)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._sockets.clear()
+
+
+# The backend whose open() is creating a connection: smtplib connects in its constructor, so
+# the socket is handed over from there.
+_opening: ContextVar[list[socket.socket] | None] = ContextVar("smtp_opening", default=None)
+
+
+class _Watched:
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        sockets = _opening.get()
+        if sockets is not None:
+            sockets.append(sock)
+        return sock
+
+
+class _WatchedSMTP(_Watched, smtplib.SMTP):
+    pass
+
+
+class _WatchedSMTPSSL(_Watched, smtplib.SMTP_SSL):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None, sockets: list[socket.socket]) -> Iterator[None]:
+    if not seconds:
+        yield
+        return
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        for sock in list(sockets):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        # A reply cut short by the shutdown can still parse ("250 " of "250 queued as ..."):
+        # whatever the phase returned, it did not finish in time.
+        raise TimeoutError(f"the mail server did not finish within {seconds:g} s")

@@ -445,7 +445,14 @@ def message_apply_provider_event(*, message: Message, event_type: str, detail: s
             if detail and status in (Message.BOUNCED, Message.COMPLAINED):
                 locked.error = detail[:2000]
             locked.save(update_fields=["status", "error", "updated_at"])
-        if status in (Message.BOUNCED, Message.COMPLAINED):
-            # Through the service, so a real change records `contact.unsubscribed`.
+        if status in (Message.BOUNCED, Message.COMPLAINED) and message_to_contact(locked):
+            # Through the service, so a real change records `contact.unsubscribed`. A message
+            # sent to a fixed address (a team inbox) says nothing about the contact's address.
             contact_set_subscribed(contact=Contact(pk=locked.contact_id), subscribed=False)
     return True
+
+
+def message_to_contact(message: Message) -> bool:
+    """Whether the message went to its contact's own address (not a fixed recipient)."""
+    contact_email = Contact.objects.filter(pk=message.contact_id).values_list("email", flat=True)
+    return message.to_email == contact_email.first()

@@ -38,10 +38,11 @@ def test_old_idna_addresses_are_stored_in_the_normal_form(capsys):
 
 @pytest.mark.django_db
 def test_two_rows_that_collapse_are_kept_and_named(capsys):
-    old = stored_as("ann@münchen.de")
+    old = stored_as("ann@münchen.de", subscribed=False)
     new = stored_as("ann@xn--mnchen-3ya.de")
     migration.normalize(apps, None)
     old.refresh_from_db()
     new.refresh_from_db()
     assert (old.email, new.email) == ("ann@münchen.de", "ann@xn--mnchen-3ya.de")
+    assert new.subscribed is False  # the unsubscribe is not lost
     assert "'ann@münchen.de' was kept as it is" in capsys.readouterr().err

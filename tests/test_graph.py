@@ -172,7 +172,7 @@ def test_timeout_branch_without_a_timeout(db):
         [{"from": "trigger", "to": "w"}, {"from": "w", "branch": "timeout", "to": "b"}],
     )
     assert error["step"] == "w"
-    assert "set a timeout to use 'timeout'" in text
+    assert "set timeout to use 'timeout'" in text
 
 
 def test_a_second_edge_from_one_port(db):

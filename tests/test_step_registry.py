@@ -9,7 +9,7 @@ from pydantic import Field
 from tests.conftest import drain
 from tests.flow import execution_of, history, track_ok
 from workflows_app.canvas import canvas_palette
-from workflows_app.files import document_export
+from workflows_app.files import document_export, document_import
 from workflows_app.graph import GraphError, workflow_save_graph
 from workflows_app.models import Step, StepRun, step_type_choices
 from workflows_app.services import workflow_create
@@ -87,8 +87,11 @@ def test_its_config_dependent_branch_is_validated(db, plan_check):
     assert info.value.errors[0]["field"] == "config.plan"
     workflow_save_graph(workflow=workflow, document=graph(fallback=True))
     assert Step.objects.get(key="check").config == {"plan": "pro", "fallback": True}
-    exported = document_export(["Plans"])["workflows"][0]
-    assert exported["steps"][0]["type"] == "plan_check"
+    exported = document_export(["Plans"])
+    assert exported["workflows"][0]["steps"][0]["type"] == "plan_check"
+    Step.objects.filter(key="check").delete()  # no runs: the graph may change
+    document_import(exported)  # and the file brings it back whole
+    assert Step.objects.get(key="check").config == {"plan": "pro", "fallback": True}
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from templates_app.services import message_send
 from tests.conftest import TrackClient, chain, drain
 from tests.test_track_concurrency import fire
 from workflows_app import api as track_api
+from workflows_app import engine
 from workflows_app import track as track_mod
 from workflows_app.models import Execution, Step, Workflow
 from workflows_app.services import workflow_create
@@ -560,10 +561,21 @@ def test_the_migration_renames_triggers_waits_and_waiting_runs_even_while_runs_a
     migration = importlib.import_module("workflows_app.migrations.0005_plunk_event_names")
     triggered = exit_workflow("email.opened", name="On open")
     waits = waiting_workflow("email.clicked")
+    # The rows as they were before the rename: the services now map old names to new ones, so
+    # the old names are written behind their back, before any run holds the graph.
+    Workflow.objects.filter(pk=triggered.pk).update(trigger_event="email.opened")
+    wait_step = Step.objects.get(workflow=waits, key="wait")
+    Step.objects.filter(pk=wait_step.pk).update(
+        config={**wait_step.config, "event": "email.clicked"}
+    )
+    engine._graphs.clear()
     assert track.post({"event": "user.signup", "email": ANN}).status_code == 200
     drain()
-    # The rows as they were before the rename (the services no longer write these names).
     run = Execution.objects.get(workflow=waits)
+    # (The engine reads the old name as the new one already; a run waiting from before the
+    # upgrade still holds the old one.)
+    Execution.objects.filter(pk=run.pk).update(waiting_for="email.clicked")
+    run.refresh_from_db()
     assert (run.status, run.waiting_for) == (Execution.WAITING, "email.clicked")
     version = Workflow.objects.get(pk=waits.pk).graph_version
     step = Step.objects.get(workflow=waits, key="wait")

@@ -12,9 +12,11 @@ from django.db import transaction
 
 from templates_app.models import Template
 from templates_app.rendering import template_check
+from workflows_app.event_names import current_event_name
 from workflows_app.graph import GraphError, WorkflowLocked, graph_validate, workflow_save_graph
 from workflows_app.models import Workflow
 from workflows_app.services import TriggerImmutable, workflow_create, workflow_update
+from workflows_app.steps import STEP_TYPES
 
 TEMPLATE_FIELDS = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
 WORKFLOW_FIELDS = ("name", "description", "trigger_event", "allow_reentry", "enabled")
@@ -80,7 +82,11 @@ def document_validate(document: Any) -> None:
         if not isinstance(trigger, str) or not trigger or len(trigger) > 255:
             errors.append(f"{where}.trigger_event: required text (at most 255)")
         existing = Workflow.objects.filter(name=name).first()
-        if existing and trigger != existing.trigger_event:
+        if (
+            existing
+            and isinstance(trigger, str)
+            and current_event_name(trigger) != existing.trigger_event
+        ):
             errors.append(
                 f"{where}.trigger_event: cannot change an existing workflow's trigger "
                 f"({existing.trigger_event!r})"
@@ -152,8 +158,9 @@ def document_export(names: list[str] | None = None) -> dict[str, Any]:
     for workflow in workflows:
         graph = workflow_graph_document(workflow)
         for step in graph["steps"]:
-            if step["type"] == "send_email":
-                used_templates.add(step["config"].get("template"))
+            field = STEP_TYPES[step["type"]].template_field if step["type"] in STEP_TYPES else ""
+            if field and step["config"].get(field):
+                used_templates.add(step["config"][field])
         out_workflows.append(
             {
                 "name": workflow.name,

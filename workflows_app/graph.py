@@ -237,8 +237,8 @@ def graph_validate(
                     src,
                     f"a {kind.label} step has branches {', '.join(allowed)}, not '{branch}'"
                     + (
-                        " (set a timeout to use 'timeout')"
-                        if kind.type == "wait_for_event" and branch == "timeout"
+                        f" (set {kind.branch_requires[branch]} to use '{branch}')"
+                        if branch in kind.branch_requires
                         else ""
                     ),
                 )
@@ -415,8 +415,17 @@ def _stored_config(spec: StepSpec) -> dict[str, Any]:
     return {k: v for k, v in spec.config.items() if k != field} if field else spec.config
 
 
+def _stored(workflow: Workflow) -> tuple[list[StepSpec], list[tuple[str, str, str]]] | None:
+    """The stored graph, parsed; None when it no longer validates (changed behind the
+    services' back, or under rules that have since tightened): then it equals nothing."""
+    try:
+        return graph_validate(_graph_document(workflow), template_names=_ANY_TEMPLATE)
+    except GraphError:
+        return None
+
+
 def _differing(workflow: Workflow, steps: list[StepSpec]) -> list[str]:
-    current, _ = graph_validate(_graph_document(workflow), template_names=_ANY_TEMPLATE)
+    current, _ = _stored(workflow) or ([], [])
     theirs = {s.key: s for s in current}
     mine = {s.key: s for s in steps}
     return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
@@ -431,18 +440,17 @@ def _structure(steps: list[StepSpec], edges: list[tuple[str, str, str]]) -> Any:
 def _only_cosmetic(
     workflow: Workflow, steps: list[StepSpec], edges: list[tuple[str, str, str]]
 ) -> bool:
-    current_steps, current_edges = graph_validate(
-        _graph_document(workflow), template_names=_ANY_TEMPLATE
-    )
-    return _structure(current_steps, current_edges) == _structure(steps, edges)
+    stored = _stored(workflow)
+    return stored is not None and _structure(*stored) == _structure(steps, edges)
 
 
 def _same_graph(
     workflow: Workflow, steps: list[StepSpec], edges: list[tuple[str, str, str]]
 ) -> bool:
-    current_steps, current_edges = graph_validate(
-        _graph_document(workflow), template_names=_ANY_TEMPLATE
-    )
+    stored = _stored(workflow)
+    if stored is None:
+        return False
+    current_steps, current_edges = stored
     return sorted(current_steps, key=lambda s: s.key) == sorted(steps, key=lambda s: s.key) and (
         sorted(current_edges) == sorted(edges)
     )

@@ -30,6 +30,7 @@ from templates_app.services import (
     message_apply_provider_event,
     message_event_data,
     message_find,
+    message_to_contact,
 )
 from workflows_app.track import track_internal
 
@@ -62,6 +63,10 @@ def handle_tracking(sender, event, esp_name, **kwargs) -> None:
         event_type=event.event_type,
         detail=event.description or event.mta_response or event.reject_reason or "",
     )
+    if not message_to_contact(message):
+        # Sent to a fixed address (Send Email's CUSTOM recipient): the opens, clicks and bounces
+        # are that inbox's, not the contact's, so they start and resume none of its workflows.
+        return
     name, at_field = EVENT_NAMES[event.event_type]
     data: dict[str, Any] = {**message_event_data(message), "provider": esp_name}
     # The provider's time of the event; the event itself is recorded now.

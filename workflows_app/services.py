@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from contacts_app.models import Contact
 from workflows_app import engine
+from workflows_app.event_names import current_event_name
 from workflows_app.graph import (
     workflow_active_count,
     workflow_graph_document,
@@ -32,7 +33,7 @@ def workflow_create(
     with transaction.atomic():
         workflow = Workflow.objects.create(
             name=name,
-            trigger_event=trigger_event,
+            trigger_event=current_event_name(trigger_event),
             description=description,
             allow_reentry=allow_reentry,
             enabled=False,
@@ -56,7 +57,7 @@ def workflow_update(
 ) -> Workflow:
     """Changes the fields that stay editable while runs are active. The trigger never changes."""
     stored = Workflow.objects.values_list("trigger_event", flat=True).get(pk=workflow.pk)
-    if trigger_event is not None and trigger_event != stored:
+    if trigger_event is not None and current_event_name(trigger_event) != stored:
         raise TriggerImmutable(
             "The trigger event cannot change after creation; create a new workflow instead."
         )

@@ -1,8 +1,8 @@
 """Stores existing contacts' addresses in the normal form every path now uses (IDNA ASCII
 domain, NFC local part), so an address stored before (`ann@münchen.de`) is still the contact a
 new call for it finds, with its subscription. Where two stored rows collapse into one address,
-both are kept as they were and named in the migration's output: merging two people's history
-is a decision for a person (the admin's contact pages)."""
+both are kept and named in the migration's output (merging two histories is a decision for a
+person, in the admin); an unsubscribe on either carries over to the row new calls find."""
 
 import sys
 
@@ -27,6 +27,10 @@ def normalize(apps, schema_editor):
             continue
         if normal in taken:
             collisions.append((email, normal))
+            # Consent follows the person: if either row unsubscribed, the one that new calls
+            # will find is unsubscribed too.
+            if not Contact.objects.get(pk=pk).subscribed:
+                Contact.objects.filter(email=normal).update(subscribed=False)
             continue
         Contact.objects.filter(pk=pk).update(email=normal)
         taken.discard(email)

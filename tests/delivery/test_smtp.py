@@ -1,5 +1,6 @@
 """The `smtp` provider against a real local SMTP server (aiosmtpd)."""
 
+import contextlib
 import email
 import re
 import socket
@@ -201,3 +202,81 @@ def test_a_server_that_can_not_be_reached_is_retried(contact, settings):
     with pytest.raises(SendTransientError):
         message_send(idempotency_key="k1", template=template, contact=contact)
     assert not Message.objects.exists()  # the key is free for the retry
+
+
+class DrippingSmtp:
+    """A raw SMTP server that answers every command at once except one, which it answers a
+    byte at a time (each byte well within the socket timeout): only a deadline on the whole
+    phase stops a client waiting on it."""
+
+    def __init__(self, slow: str):
+        import threading
+
+        self.slow = slow  # "greeting" or "data"
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.received_data = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def drip(self, conn, line: bytes):
+        import time
+
+        for byte in line:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.3)
+
+    def serve(self):
+        # The client gives up and closes the connection mid-drip: what the test wants.
+        with contextlib.suppress(OSError):
+            self._serve()
+
+    def _serve(self):
+        conn, _ = self.server.accept()
+        with conn:
+            reader = conn.makefile("rb")
+            greeting = b"220 slow.example ESMTP\r\n"
+            self.drip(conn, greeting) if self.slow == "greeting" else conn.sendall(greeting)
+            while line := reader.readline():
+                command = line.strip().upper()
+                if command.startswith((b"EHLO", b"HELO")):
+                    conn.sendall(b"250 slow.example\r\n")
+                elif command == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    while reader.readline() not in (b".\r\n", b""):
+                        pass
+                    self.received_data += 1
+                    self.drip(conn, b"250 2.0.0 queued as 12345678\r\n")
+                elif command == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.mark.parametrize("slow", ["greeting", "data"])
+def test_a_server_answering_a_byte_at_a_time_holds_a_send_for_the_timeout_only(
+    contact, settings, slow
+):
+    import time
+
+    server = DrippingSmtp(slow)
+    settings.EMAIL_BACKEND = "templates_app.backends.SMTPBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.port, 1
+    settings.EMAIL_PROVIDER_IDEMPOTENT = False
+    template = Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="s", html="x")
+    started = time.monotonic()
+    try:
+        if slow == "greeting":  # nothing was sent: safe to retry
+            with pytest.raises(SendTransientError):
+                message_send(idempotency_key="k1", template=template, contact=contact)
+            assert not Message.objects.exists()
+        else:  # the data went out: it may be delivered, so it is never sent again
+            result = message_send(idempotency_key="k1", template=template, contact=contact)
+            assert result.message.status == Message.UNKNOWN
+            assert server.received_data == 1
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5  # the drip alone would take 7 s or more

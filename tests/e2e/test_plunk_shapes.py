@@ -78,9 +78,33 @@ def plunk_document(hook_url: str) -> dict:
         },
         {"key": "thanks", "type": "send_email", "config": {"templateId": "Thanks"}},
         {
+            # Plunk's multi-branch Condition: first match wins, else `default`.
+            "key": "size",
+            "type": "condition",
+            "config": {
+                "mode": "multi",
+                "field": "data.seats",
+                "branches": [
+                    {"id": "solo", "name": "Solo", "operator": "lessThan", "value": 2},
+                    {"id": "team", "name": "Team", "operator": "greaterThanOrEqual", "value": 3},
+                ],
+            },
+        },
+        {
+            "key": "seats",
+            "type": "webhook",
+            "config": {"url": hook_url + "/seats/{{ id }}?n={{ seats }}", "method": "GET"},
+        },
+        {
             "key": "lapse",
             "type": "update_contact",
             "config": {"updates": {"stage": "lapsed"}, "subscriptionAction": "unsubscribe"},
+        },
+        # Plunk's binary Condition, strict: "free" equals "free", nothing on `no`.
+        {
+            "key": "free",
+            "type": "condition",
+            "config": {"field": "contact.data.plan", "operator": "equals", "value": "free"},
         },
     ]
     transitions = [
@@ -90,7 +114,10 @@ def plunk_document(hook_url: str) -> dict:
         {"from": "activated", "branch": "event", "to": "crm"},
         {"from": "crm", "to": "tag"},
         {"from": "tag", "to": "thanks"},
+        {"from": "thanks", "to": "size"},
+        {"from": "size", "branch": "team", "to": "seats"},
         {"from": "activated", "branch": "timeout", "to": "lapse"},
+        {"from": "lapse", "to": "free"},
     ]
     workflow = {
         "name": "Plunk onboarding",
@@ -115,6 +142,9 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
     httpserver.expect_request(
         re.compile(r"/contacts/[0-9a-f-]{36}"), method="PUT"
     ).respond_with_json({"ok": True})
+    httpserver.expect_request(re.compile(r"/seats/[0-9a-f-]{36}"), method="GET").respond_with_json(
+        {"ok": True}
+    )
     stack = make_stack(WEBHOOK_ALLOW_LOOPBACK="true")
     document = tmp_path / "plunk.json"
     document.write_text(json.dumps(plunk_document(httpserver.url_for("").rstrip("/"))))
@@ -171,12 +201,15 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
         ("crm", "completed", "next"),
         ("tag", "completed", "next"),
         ("thanks", "completed", "next"),
+        ("size", "completed", "team"),
+        ("seats", "completed", "next"),
     ]
     assert history(bob.email) == [
         ("alert", "completed", "next"),
         ("pause", "completed", "next"),
         ("activated", "completed", "timeout"),
         ("lapse", "completed", "next"),
+        ("free", "completed", "yes"),
     ]
     runs = {
         r.step_key: r
@@ -198,8 +231,11 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
     assert sorted(m.contact.email for m in alerts) == ["ann@example.com", "bob@example.com"]
 
     # The webhook: PUT to the rendered path, templated header, typed body, signed.
-    [(request, response)] = httpserver.log
+    [(request, response), (get, _)] = httpserver.log
     assert response.status_code == 200
+    # The GET webhook: rendered path and query, and no body.
+    assert (get.method, get.path, get.args["n"]) == ("GET", f"/seats/{ann.pk}", "3")
+    assert get.get_data() == b""
     assert (request.method, request.path) == ("PUT", f"/contacts/{ann.pk}")
     assert request.headers["X-Plan"] == "plan-pro"
     body = request.get_data(as_text=True)

@@ -146,3 +146,38 @@ def test_it_leaves_other_step_types_alone(make_workflow):
         "set": {"operator": "not_equals"}
     }
     assert version_of(workflow) == version
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_goes_back_to_the_old_names_and_refuses_with_a_multi_branch_condition():
+    from workflows_app.services import workflow_create
+
+    workflow = workflow_create(
+        name="Plans",
+        trigger_event="user.signup",
+        graph={
+            "steps": [
+                {
+                    "key": "big",
+                    "type": "condition",
+                    "config": {
+                        "field": "event.total",
+                        "operator": "greaterThanOrEqual",
+                        "value": 10,
+                    },
+                }
+            ],
+            "transitions": [{"from": "trigger", "to": "big"}],
+        },
+    )
+    with connection.schema_editor() as editor:
+        migration.unrename(apps, editor)
+    assert Step.objects.get(workflow=workflow).config["operator"] == "greater_or_equal"
+    Step.objects.filter(workflow=workflow).update(
+        config={"mode": "multi", "field": "event.total", "branches": []}
+    )
+    with (
+        pytest.raises(RuntimeError, match="several branches"),
+        connection.schema_editor() as editor,
+    ):
+        migration.unrename(apps, editor)

@@ -7,6 +7,8 @@ Only PostgreSQL enforces a varchar's length; on SQLite widening would rebuild th
 lose the graph-lock triggers of 0003, so there only Django's state changes.
 """
 
+import sys
+
 from django.db import migrations, models
 from django.db.models import F
 
@@ -48,13 +50,50 @@ def _renamed(config):
 
 def rename(apps, schema_editor):
     Step = apps.get_model("workflows_app", "Step")
-    Workflow = apps.get_model("workflows_app", "Workflow")
     using = schema_editor.connection.alias
     changes = []
-    for step in Step.objects.using(using).filter(type="condition").only("pk", "config"):
+    for step in Step.objects.using(using).filter(type="condition").select_related("workflow"):
         config = _renamed(step.config)
         if config is not None:
             changes.append((step.pk, step.workflow_id, config))
+        if step.config:
+            # The names are the same test, but Plunk's semantics differ (strict equals, no
+            # match on a missing field): say which steps to look at (README: Upgrading).
+            print(
+                f"\n  workflows_app: Condition '{step.key}' of workflow '{step.workflow.name}' "
+                "now follows Plunk's rules; check it (README: Upgrading).",
+                file=sys.stderr,
+            )
+    _write(apps, schema_editor, changes)
+
+
+def unrename(apps, schema_editor):
+    """Back to our names, for the code before this migration. A multi-branch Condition did not
+    exist then: going back with one is refused rather than leaving a step that can not load."""
+    Step = apps.get_model("workflows_app", "Step")
+    using = schema_editor.connection.alias
+    back = {new: old for old, new in LEGACY.items()}
+    changes = []
+    for step in (
+        Step.objects.using(using).filter(type="condition").only("pk", "workflow_id", "config")
+    ):
+        config = step.config if isinstance(step.config, dict) else {}
+        if config.get("mode") == "multi":
+            raise RuntimeError(
+                f"Condition step {step.pk} has several branches, which the code before this "
+                "migration can not run; change it to yes/no first."
+            )
+        if config.get("operator") in back:
+            changes.append(
+                (step.pk, step.workflow_id, {**config, "operator": back[config["operator"]]})
+            )
+    _write(apps, schema_editor, changes)
+
+
+def _write(apps, schema_editor, changes):
+    Step = apps.get_model("workflows_app", "Step")
+    Workflow = apps.get_model("workflows_app", "Workflow")
+    using = schema_editor.connection.alias
     if not changes:
         return
     with graph_triggers_lifted(schema_editor):
@@ -79,7 +118,7 @@ class Migration(migrations.Migration):
     dependencies = [("workflows_app", "0005_plunk_event_names")]
 
     operations = [
-        migrations.RunPython(rename, migrations.RunPython.noop),
+        migrations.RunPython(rename, unrename),
         migrations.SeparateDatabaseAndState(
             database_operations=[migrations.RunPython(widen_branches, migrations.RunPython.noop)],
             state_operations=[

@@ -130,7 +130,7 @@ class RunContext:
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a side-effect step retries a transient failure: up to `max_attempts` visits in all,
-    waiting (in the database: the run's wake_at) with exponential backoff and full jitter,
+    waiting (in the database: the run's wake_at) with exponential backoff, jittered to 50-100%,
     `base_seconds` doubling up to `cap_seconds`; a Retry-After (seconds or an HTTP date, at most
     a day) wins when it asks for longer."""
 

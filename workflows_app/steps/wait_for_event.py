@@ -2,6 +2,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from workflows_app.event_names import current_event_name
 from workflows_app.steps.base import (
     UNITS,
     Duration,
@@ -36,6 +37,8 @@ class WaitForEventConfig(StepConfig):
         data = dict(data)
         if "eventName" in data and "event" not in data:
             data["event"] = data.pop("eventName")
+        if isinstance(data.get("event"), str):
+            data["event"] = current_event_name(data["event"])
         timeout = data.get("timeout")
         if timeout == 0 and not isinstance(timeout, bool):
             data["timeout"] = None
