@@ -491,18 +491,30 @@ def test_clock_tick_enqueues_claimed_runs_as_django_q_tasks(track, make_workflow
     assert set(Execution.objects.values_list("status", flat=True)) == {Execution.COMPLETED}
 
 
-def test_the_clock_claims_nothing_while_the_workers_are_behind(track, make_workflow, settings):
-    settings.CLOCK_MAX_QUEUED_TASKS = 2
-    settings.CLOCK_BATCH_SIZE = 25  # one task per tick
+def test_the_clock_claims_nothing_while_the_workers_are_behind(track, make_workflow):
+    # One task per tick (25 runs); the workers are behind once two tasks wait.
+    def tick():
+        return clock.clock_tick(now=timezone.now(), batch_size=25, max_queued=2)
+
     make_workflow(*chain(update("first")))
     for i in range(60):
         track_ok(track, email=f"c{i}@example.com")
-    assert clock.clock_tick(now=timezone.now()) == 25
-    assert clock.clock_tick(now=timezone.now()) == 25
-    assert clock.clock_tick(now=timezone.now()) == 0  # two tasks wait: the workers are behind
+    assert tick() == 25
+    assert tick() == 25
+    assert tick() == 0  # two tasks wait: the workers are behind
     assert Execution.objects.filter(wake_at__isnull=False).count() == 10  # still due, unclaimed
     OrmQ.objects.order_by("id").first().delete()  # a worker took one
-    assert clock.clock_tick(now=timezone.now()) == 10
+    assert tick() == 10
+
+
+def test_the_clock_takes_its_limits_from_the_settings(track, make_workflow, settings):
+    settings.CLOCK_BATCH_SIZE = 7
+    make_workflow(*chain(update("first")))
+    for i in range(10):
+        track_ok(track, email=f"c{i}@example.com")
+    assert clock.clock_tick(now=timezone.now()) == 7
+    settings.CLOCK_MAX_QUEUED_TASKS = 1  # the task just enqueued now waits
+    assert clock.clock_tick(now=timezone.now()) == 0
 
 
 def test_clock_tick_claims_and_enqueues_in_one_transaction(track, make_workflow):

@@ -26,17 +26,24 @@ log = logging.getLogger(__name__)
 TASK_SIZE = 25  # executions per worker task: a batch per task, not a step per task
 
 
-def clock_tick(*, now: datetime | None = None) -> int:
+def clock_tick(
+    *, now: datetime | None = None, batch_size: int | None = None, max_queued: int | None = None
+) -> int:
     """One iteration: claim due runs and enqueue them. Returns how many were claimed.
 
-    Claims nothing while the workers are behind (CLOCK_MAX_QUEUED_TASKS tasks queued): a claim
-    starts the run's lease, and a run left queued past its lease would be handed out twice.
+    Claims nothing while the workers are behind (`max_queued`, CLOCK_MAX_QUEUED_TASKS, tasks
+    queued): a claim starts the run's lease, and a run left queued past its lease would be
+    handed out twice. At most `batch_size` (CLOCK_BATCH_SIZE) runs per iteration.
     """
     now = now or timezone.now()
-    if OrmQ.objects.count() >= settings.CLOCK_MAX_QUEUED_TASKS:
+    if max_queued is None:
+        max_queued = settings.CLOCK_MAX_QUEUED_TASKS
+    if OrmQ.objects.count() >= max_queued:
         return 0
     with transaction.atomic():
-        ids = engine.executions_claim_due(now=now, limit=settings.CLOCK_BATCH_SIZE)
+        ids = engine.executions_claim_due(
+            now=now, limit=batch_size if batch_size is not None else settings.CLOCK_BATCH_SIZE
+        )
         for start in range(0, len(ids), TASK_SIZE):
             async_task("workflows_app.tasks.advance_executions", ids[start : start + TASK_SIZE])
     return len(ids)
