@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.db import connection, transaction
-from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
@@ -437,12 +436,17 @@ def ratelimit_hit(*, key: KeyInfo, now: datetime) -> int:
     if not limit:
         return 0
     window = now.replace(second=0, microsecond=0)
-    with transaction.atomic():
-        row, _ = RateLimitWindow.objects.select_for_update().get_or_create(
-            api_key_id=key.id, window_start=window
+    # One statement (PostgreSQL and SQLite alike): public keys pay it on every call, so it is
+    # on /v1/track's hot path. Concurrent calls serialise on the window's row.
+    table = RateLimitWindow._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (api_key_id, window_start, count) VALUES (%s, %s, 1) "
+            "ON CONFLICT (api_key_id, window_start) DO UPDATE "
+            f"SET count = {table}.count + 1 RETURNING count",
+            [key.id, window],
         )
-        RateLimitWindow.objects.filter(pk=row.pk).update(count=F("count") + 1)
-        count = row.count + 1
+        (count,) = cursor.fetchone()
     if count <= limit:
         return 0
     return max(1, 60 - now.second)

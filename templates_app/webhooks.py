@@ -84,7 +84,9 @@ INBOUND_ENDPOINTS = {
     "mailtrap": TrackingEndpoint(
         _W + "mailtrap.MailtrapInboundWebhookView", ("MAILTRAP_INBOUND_SECRET",)
     ),
-    "postal": TrackingEndpoint(_W + "postal.PostalInboundWebhookView", ("POSTAL_WEBHOOK_KEY",)),
+    "postal": TrackingEndpoint(
+        _W + "postal.PostalInboundWebhookView", ("POSTAL_WEBHOOK_KEY",), needs=("cryptography",)
+    ),
     "postmark": TrackingEndpoint(_W + "postmark.PostmarkInboundWebhookView"),
     "resend": TrackingEndpoint(
         _W + "resend.ResendInboundWebhookView", ("RESEND_INBOUND_SECRET",), needs=("svix",)

@@ -63,18 +63,20 @@ def _needs_value(operator: str, value: Any) -> None:
         raise ValueError(f"operator {operator} needs a value")
 
 
+def _with_plunk_operator(data: Any) -> Any:
+    """Our earlier operator names are accepted and read as Plunk's."""
+    if isinstance(data, dict) and "operator" in data:
+        data = {**data, "operator": canonical_operator(data["operator"])}
+    return data
+
+
 class Branch(StepConfig):
     id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
     operator: Operator
     value: Any = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_operator(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "operator" in data:
-            data = {**data, "operator": canonical_operator(data["operator"])}
-        return data
+    _legacy_operator = model_validator(mode="before")(_with_plunk_operator)
 
     @field_validator("id")
     @classmethod
@@ -96,12 +98,7 @@ class ConditionConfig(StepConfig):
     value: Any = None
     branches: list[Branch] | None = Field(default=None, min_length=1, max_length=MAX_BRANCHES)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_operator(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "operator" in data:
-            data = {**data, "operator": canonical_operator(data["operator"])}
-        return data
+    _legacy_operator = model_validator(mode="before")(_with_plunk_operator)
 
     @field_validator("field")
     @classmethod
