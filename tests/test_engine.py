@@ -507,6 +507,20 @@ def test_the_clock_claims_nothing_while_the_workers_are_behind(track, make_workf
     assert tick() == 10
 
 
+def test_a_claim_keeps_its_limit_when_the_statistics_are_stale(track, make_workflow, pg_only):
+    # Analysed at one run, the table looks tiny to the planner, which then rescans the due-run
+    # query for every row it updates; without a materialized CTE the claim took all 60.
+    make_workflow(*chain(update("first")))
+    track_ok(track, email="first@example.com")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE workflows_app_execution")
+    for i in range(59):
+        track_ok(track, email=f"c{i}@example.com")
+    with transaction.atomic():
+        assert len(engine.executions_claim_due(now=timezone.now(), limit=25)) == 25
+    assert Execution.objects.filter(wake_at__isnull=False).count() == 35
+
+
 def test_the_clock_takes_its_limits_from_the_settings(track, make_workflow, settings):
     settings.CLOCK_BATCH_SIZE = 7
     make_workflow(*chain(update("first")))

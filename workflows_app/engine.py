@@ -120,7 +120,17 @@ def executions_resume(*, contact: Contact, event: Event, now: datetime) -> int:
 
 # --- The clock: claiming due runs -------------------------------------------------------------
 
+# The due rows are picked once, in a materialized CTE. As a subquery in FROM, the planner may
+# put them on the inner side of a nested loop (it does when the table's statistics say it is
+# tiny) and run the LIMIT ... SKIP LOCKED again for every outer row; each rescan skips the rows
+# this statement already updated and returns new ones, so the claim ignored its limit.
 _CLAIM_SQL = """
+WITH due AS MATERIALIZED (
+  SELECT id FROM workflows_app_execution
+  WHERE wake_at <= %(now)s AND status IN ('RUNNING', 'WAITING')
+  ORDER BY wake_at LIMIT %(limit)s
+  FOR UPDATE SKIP LOCKED
+)
 UPDATE workflows_app_execution x SET
   pending_branch = CASE
     WHEN x.status = 'WAITING' AND x.waiting_for <> '' THEN 'timeout'
@@ -128,12 +138,7 @@ UPDATE workflows_app_execution x SET
     ELSE x.pending_branch END,
   status = 'RUNNING', waiting_for = '', wake_at = NULL, lease_until = %(lease)s,
   version = x.version + 1, updated_at = %(now)s
-FROM (
-  SELECT id FROM workflows_app_execution
-  WHERE wake_at <= %(now)s AND status IN ('RUNNING', 'WAITING')
-  ORDER BY wake_at LIMIT %(limit)s
-  FOR UPDATE SKIP LOCKED
-) due
+FROM due
 WHERE x.id = due.id
 RETURNING x.id
 """

@@ -20,12 +20,23 @@ def edge_labels(page) -> list[str]:
     return sorted(texts.nth(i).text_content() for i in range(texts.count()))
 
 
+_BOXES_JS = """() => Object.fromEntries([...document.querySelectorAll('.react-flow__node')].map((n) => {
+  const r = n.getBoundingClientRect();
+  return [n.dataset.id, {x: r.x, y: r.y, width: r.width, height: r.height}];
+}))"""
+
+
 def node_boxes(page) -> dict[str, dict]:
-    nodes = page.locator(".react-flow__node")
-    return {
-        nodes.nth(i).get_attribute("data-id"): nodes.nth(i).bounding_box()
-        for i in range(nodes.count())
-    }
+    """Every node's box, read at one instant and once the viewport has stopped moving (a
+    fitView follows a layout): boxes read one by one could straddle the move."""
+    boxes = page.evaluate(_BOXES_JS)
+    for _ in range(50):
+        page.wait_for_timeout(100)
+        again = page.evaluate(_BOXES_JS)
+        if again == boxes:
+            return boxes
+        boxes = again
+    raise AssertionError("the canvas never stopped moving")
 
 
 def overlapping(boxes: dict[str, dict]) -> list[tuple[str, str]]:
