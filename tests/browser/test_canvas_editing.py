@@ -20,7 +20,8 @@ def edge_labels(page) -> list[str]:
     return sorted(texts.nth(i).text_content() for i in range(texts.count()))
 
 
-_BOXES_JS = """() => Object.fromEntries([...document.querySelectorAll('.react-flow__node')].map((n) => {
+_BOXES_JS = """() => Object.fromEntries(
+  [...document.querySelectorAll('.react-flow__node')].map((n) => {
   const r = n.getBoundingClientRect();
   return [n.dataset.id, {x: r.x, y: r.y, width: r.width, height: r.height}];
 }))"""
