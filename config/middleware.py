@@ -28,7 +28,9 @@ class RejectNulQueryMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "%00" in request.META.get("QUERY_STRING", "") and _has_nul(request):
             if request.path.startswith("/v1/"):
-                return JsonResponse(error_body("invalid_query", NUL_MESSAGE), status=400)
+                return JsonResponse(
+                    error_body("invalid_query", NUL_MESSAGE, status=400), status=400
+                )
             return HttpResponseBadRequest(
                 f"<!doctype html><title>Bad request</title><h1>Bad request (400)</h1>"
                 f"<p>{NUL_MESSAGE}</p>"
@@ -68,3 +70,19 @@ class AdminBadSelectionMiddleware:
                 "<p>The selected items are not valid ids; reload the list and try again.</p>"
             )
         return None
+
+
+class RateLimitHeadersMiddleware:
+    """Adds RateLimit-Limit / -Remaining / -Reset (and Retry-After on a 429) to API replies,
+    from the standing contacts_app.auth.KeyRateThrottle left on the request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        rate = getattr(request, "ratelimit", None)
+        if rate is not None:
+            for name, value in rate.headers().items():
+                response.headers.setdefault(name, value)
+        return response

@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the API reference page's assets, served by us (no CDN)
+    "corsheaders",
     "anymail",
     "axes",
     "contacts_app",
@@ -83,7 +86,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that may answer: a browser's preflight to /v1/track gets its CORS reply.
+    "corsheaders.middleware.CorsMiddleware",
     "config.middleware.RejectNulQueryMiddleware",  # NUL in a query parameter: 400, not 500
+    "config.middleware.RateLimitHeadersMiddleware",  # RateLimit-* on every API reply
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -213,7 +219,43 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "contacts_app.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Every endpoint counts against its key's per-minute limit (RateLimit-* headers, 429).
+    "DEFAULT_THROTTLE_CLASSES": ["contacts_app.auth.KeyRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Lifecycle API",
+    "DESCRIPTION": (
+        "Events in, workflows, email out. Authenticate with `Authorization: Bearer <key>`: "
+        "secret keys (sk_...) may call every endpoint, public keys (pk_...) only /v1/track. "
+        "Errors are `{success: false, error: {code, message, statusCode, fields?, errors?}}`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGERUI_DIST": "SIDECAR",
+    "SWAGGERUI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {},
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "ApiKey": {"type": "http", "scheme": "bearer", "description": "sk_... or pk_..."}
+        }
+    },
+    "SECURITY": [{"ApiKey": []}],
+    "AUTHENTICATION_WHITELIST": [],
+}
+# Browsers may call /v1/track (with a public key) from these origins, e.g.
+# "https://www.example.com,https://app.example.com". Empty: no cross-origin calls.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+CORS_URLS_REGEX = r"^/v1/track$"
+CORS_ALLOW_METHODS = ("POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("authorization", "content-type", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After")
+# Requests per minute for secret keys (sk_) without a limit of their own (0, the default: no
+# limit; they are held by your own backend, and /v1/track then stays one statement).
+SECRET_KEY_RATE_LIMIT_PER_MINUTE = env_int("SECRET_KEY_RATE_LIMIT_PER_MINUTE", 0)
 # /v1/track limits; a body over TRACK_MAX_BODY_BYTES gets 413.
 TRACK_MAX_BODY_BYTES = env_int("TRACK_MAX_BODY_BYTES", 256 * 1024)
 TRACK_MAX_DATA_BYTES = env_int("TRACK_MAX_DATA_BYTES", 64 * 1024)

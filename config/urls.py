@@ -2,8 +2,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
 from django.views.defaults import page_not_found, server_error
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from contacts_app import views as contact_views
 from contacts_app.api import ContactDetailView
@@ -33,6 +34,24 @@ def healthz(request):
 urlpatterns = [
     path("v1/track", TrackView.as_view(), name="track"),
     path("v1/contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
+    # The API's description (OpenAPI 3) and its reference page, both served by this app.
+    path(
+        "v1/openapi.json",
+        SpectacularAPIView.as_view(
+            authentication_classes=[], permission_classes=[], throttle_classes=[]
+        ),
+        name="openapi",
+    ),
+    path(
+        "v1/docs",
+        SpectacularRedocView.as_view(
+            url_name="openapi", authentication_classes=[], permission_classes=[]
+        ),
+        name="api-docs",
+    ),
+    path("v1/", include("contacts_app.api_urls")),
+    path("v1/", include("templates_app.api_urls")),
+    path("v1/", include("workflows_app.api_urls")),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
     path("subscribe/<str:token>", contact_views.subscribe, name="subscribe"),
     path("manage/<str:token>", contact_views.manage, name="manage"),
@@ -62,7 +81,7 @@ def _api_or(default):
                 if status == 404
                 else ("internal_error", "Something went wrong on our side; it is logged.")
             )
-            return JsonResponse(error_body(code, message), status=status)
+            return JsonResponse(error_body(code, message, status=status), status=status)
         return default(request, *args, **kwargs)
 
     return handler

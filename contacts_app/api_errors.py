@@ -1,12 +1,18 @@
-"""Every API error is JSON: {"success": false, "error": {"code", "message", "fields"?}}."""
+"""Every API error is JSON: {"success": false, "error": {"code", "message", "statusCode",
+"fields"?, "errors"?}, "timestamp"}.
+
+`fields` maps a field (dotted path for nested ones) to what is wrong with it; `errors` says the
+same as Plunk does, `[{field, message, code}]`."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -25,15 +31,41 @@ class ApiError(exceptions.APIException):
         super().__init__(message, code)
 
 
-def error_body(code: str, message: str, fields=None) -> dict:
+def _flat(detail: Any, path: str = "") -> list[tuple[str, str, str]]:
+    """(dotted field, message, code) for every leaf of a DRF error detail or a fields dict."""
+    if isinstance(detail, dict):
+        return [
+            item
+            for key, value in detail.items()
+            for item in _flat(value, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return [(path, str(item), getattr(item, "code", None) or "invalid") for item in detail]
+        return [item for i, value in enumerate(detail) for item in _flat(value, f"{path}.{i}")]
+    return [(path, str(detail), getattr(detail, "code", None) or "invalid")]
+
+
+def error_body(code: str, message: str, fields=None, *, status: int | None = None) -> dict:
     error: dict = {"code": code, "message": message}
+    if status is not None:
+        error["statusCode"] = status
     if fields:
-        error["fields"] = fields
-    return {"success": False, "error": error}
+        flat = _flat(fields)
+        messages: dict[str, list[str]] = {}
+        for field, text, _ in flat:
+            messages.setdefault(field or "body", []).append(text)
+        error["fields"] = {field: " ".join(texts) for field, texts in messages.items()}
+        error["errors"] = [
+            {"field": field or "body", "message": text, "code": kind} for field, text, kind in flat
+        ]
+    return {"success": False, "error": error, "timestamp": timezone.now().isoformat()}
 
 
 def error_response(status_code: int, code: str, message: str, fields=None, headers=None):
-    return Response(error_body(code, message, fields), status=status_code, headers=headers)
+    return Response(
+        error_body(code, message, fields, status=status_code), status=status_code, headers=headers
+    )
 
 
 _CODES = {

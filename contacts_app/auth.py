@@ -3,12 +3,14 @@ public keys only /v1/track."""
 
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
+from rest_framework.throttling import BaseThrottle
 
 from contacts_app.models import ApiKey
-from contacts_app.services import KeyInfo, apikey_lookup
+from contacts_app.services import KeyInfo, RateLimit, apikey_lookup, ratelimit_hit
 
 
 class ApiClient:
@@ -62,3 +64,20 @@ class IsSecretKey(BasePermission):
 class IsAnyKey(BasePermission):
     def has_permission(self, request, view):
         return isinstance(request.user, ApiClient)
+
+
+class KeyRateThrottle(BaseThrottle):
+    """Every API call counts in its key's per-minute window (shared by all endpoints; see
+    ratelimit_of). The standing is kept on the request for the RateLimit-* headers
+    (config.middleware.RateLimitHeadersMiddleware)."""
+
+    def allow_request(self, request, view) -> bool:
+        if not isinstance(request.user, ApiClient):
+            return True
+        rate = ratelimit_hit(key=request.user.key, now=timezone.now())
+        request._request.ratelimit = rate
+        self.rate: RateLimit | None = rate
+        return rate is None or not rate.exceeded
+
+    def wait(self) -> float | None:
+        return self.rate.reset if self.rate is not None else None

@@ -425,19 +425,49 @@ def apikey_touch(*, key_id: int, now: datetime) -> None:
     ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
 
 
-def ratelimit_hit(*, key: KeyInfo, now: datetime) -> int:
-    """Counts one request in the key's current minute. Returns 0 when allowed, otherwise the
-    seconds until the next window (for Retry-After)."""
-    limit = key.rate_limit_per_minute
-    if limit is None and key.kind == ApiKey.PUBLIC:
-        # Public keys are published in web pages: anyone may use them, so they are limited
-        # unless the key says otherwise.
-        limit = settings.PUBLIC_KEY_RATE_LIMIT_PER_MINUTE
+@dataclass(frozen=True)
+class RateLimit:
+    """A key's standing in its current minute, for the RateLimit-* headers."""
+
+    limit: int
+    count: int
+    reset: int  # seconds until the next window
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(0, self.limit - self.count)),
+            "RateLimit-Reset": str(self.reset),
+        }
+        if self.exceeded:
+            headers["Retry-After"] = str(self.reset)
+        return headers
+
+
+def ratelimit_of(key: KeyInfo) -> int:
+    """Requests per minute allowed to `key` (0: none). Public keys are published in web pages:
+    anyone may use them, so they are limited unless the key says otherwise; secret keys get
+    SECRET_KEY_RATE_LIMIT_PER_MINUTE."""
+    if key.rate_limit_per_minute is not None:
+        return key.rate_limit_per_minute
+    if key.kind == ApiKey.PUBLIC:
+        return settings.PUBLIC_KEY_RATE_LIMIT_PER_MINUTE
+    return settings.SECRET_KEY_RATE_LIMIT_PER_MINUTE
+
+
+def ratelimit_hit(*, key: KeyInfo, now: datetime) -> RateLimit | None:
+    """Counts one request in the key's current minute (every endpoint shares it). None when
+    the key has no limit."""
+    limit = ratelimit_of(key)
     if not limit:
-        return 0
+        return None
     window = now.replace(second=0, microsecond=0)
-    # One statement (PostgreSQL and SQLite alike): public keys pay it on every call, so it is
-    # on /v1/track's hot path. Concurrent calls serialise on the window's row.
+    # One statement (PostgreSQL and SQLite alike): it is on /v1/track's hot path. Concurrent
+    # calls serialise on the window's row.
     table = RateLimitWindow._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
@@ -447,6 +477,4 @@ def ratelimit_hit(*, key: KeyInfo, now: datetime) -> int:
             [key.id, window],
         )
         (count,) = cursor.fetchone()
-    if count <= limit:
-        return 0
-    return max(1, 60 - now.second)
+    return RateLimit(limit=limit, count=count, reset=max(1, 60 - now.second))

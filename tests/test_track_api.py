@@ -80,14 +80,16 @@ def assert_error(response, status, code, field=None):
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"success", "error"}
+    assert set(body) == {"success", "error", "timestamp"}
     assert body["success"] is False
     error = body["error"]
     assert error["code"] == code
+    assert error["statusCode"] == status
     assert isinstance(error["message"], str) and error["message"]
-    assert set(error) <= {"code", "message", "fields"}
+    assert set(error) <= {"code", "message", "statusCode", "fields", "errors"}
     if field is not None:
         assert field in error["fields"], error
+        assert field in {e["field"] for e in error["errors"]}, error
         assert isinstance(error["fields"][field], str) and error["fields"][field]
     assert b"Traceback" not in response.content
     return error

@@ -141,7 +141,8 @@ def assert_envelope(response) -> None:
     body = response.json()
     assert body["success"] is False
     assert isinstance(body["error"]["code"], str) and body["error"]["message"]
-    assert set(body["error"]) <= {"code", "message", "fields"}
+    assert set(body["error"]) <= {"code", "message", "statusCode", "fields", "errors"}
+    assert body["error"]["statusCode"] == response.status_code
 
 
 @pytest.fixture

@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponse
 from django.utils import timezone
-from rest_framework import status
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
 from contacts_app.api_errors import ApiError
+from contacts_app.api_schema import error_responses
 from contacts_app.auth import IsAnyKey
 from contacts_app.parsers import read_limited
 from contacts_app.safejson import unstorable
@@ -27,8 +29,77 @@ _JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 _RENDERER = JSONRenderer()
 
 
+_TRACK_REQUEST = inline_serializer(
+    name="TrackRequest",
+    fields={
+        "event": serializers.CharField(max_length=255, help_text="The event's name."),
+        "email": serializers.EmailField(help_text="The contact; created when new."),
+        "subscribed": serializers.BooleanField(
+            required=False,
+            help_text="New contacts: true unless given. Existing: changed only when given.",
+        ),
+        "data": serializers.DictField(
+            required=False,
+            help_text='Merged into the contact\'s data (null deletes a key, "" is ignored) and '
+            "kept on the event.",
+        ),
+    },
+)
+_TRACK_REPLY = inline_serializer(
+    name="TrackReply",
+    fields={
+        "success": serializers.BooleanField(),
+        "data": inline_serializer(
+            name="TrackReplyData",
+            fields={
+                "contact": serializers.UUIDField(),
+                "event": serializers.UUIDField(),
+                "timestamp": serializers.DateTimeField(),
+            },
+        ),
+    },
+)
+
+
+@extend_schema(
+    tags=["events"],
+    summary="Track an event",
+    description="Records an event for a contact (created when new), starts the workflows it "
+    "triggers and resumes the runs waiting for it. Public (pk_) and secret keys.",
+    request=_TRACK_REQUEST,
+    responses={200: _TRACK_REPLY, **error_responses(400, 409, 413, 415)},
+    parameters=[
+        OpenApiParameter(
+            "Idempotency-Key",
+            location=OpenApiParameter.HEADER,
+            required=False,
+            description="1-255 characters; a repeat within 24 hours is a 409 and records nothing.",
+        )
+    ],
+    examples=[
+        OpenApiExample(
+            "Signup",
+            value={"event": "user.signup", "email": "ann@example.com", "data": {"plan": "pro"}},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Recorded",
+            value={
+                "success": True,
+                "data": {
+                    "contact": "0b9f8a52-8c55-4a8e-9d7e-2a7a1d0c1f00",
+                    "event": "6f1d2b7e-3c1a-4b9e-8f5d-0a2b3c4d5e6f",
+                    "timestamp": "2026-01-01T12:00:00+00:00",
+                },
+            },
+            response_only=True,
+            status_codes=["200"],
+        ),
+    ],
+)
 class TrackView(APIView):
     permission_classes = [IsAnyKey]
+    throttle_classes: list = []  # counted below, once the body is known to be valid
     parser_classes: list = []  # the body is read and checked here, with precise errors
 
     def post(self, request):
@@ -71,13 +142,11 @@ class TrackView(APIView):
 
         client = request.user
         now = timezone.now()
-        retry_after = ratelimit_hit(key=client.key, now=now)
-        if retry_after:
+        rate = ratelimit_hit(key=client.key, now=now)
+        headers = rate.headers() if rate is not None else None
+        if rate is not None and rate.exceeded:
             raise ApiError(
-                429,
-                "rate_limited",
-                "Too many requests for this API key.",
-                headers={"Retry-After": str(retry_after)},
+                429, "rate_limited", "Too many requests for this API key.", headers=headers
             )
         try:
             result = track(
@@ -94,6 +163,7 @@ class TrackView(APIView):
         return HttpResponse(
             _OK_BODY % (result.contact_id, result.event_id, result.timestamp.isoformat()),
             content_type="application/json",
+            headers=headers,
         )
 
     def perform_content_negotiation(self, request, force=False):

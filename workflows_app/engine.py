@@ -74,7 +74,9 @@ resumed AS (
 def executions_start(*, contact: Contact, event: Event, now: datetime) -> int:
     """Starts every enabled workflow triggered by `event` for `contact`; returns how many."""
     started = 0
-    for workflow in Workflow.objects.filter(trigger_event=event.name, enabled=True):
+    for workflow in Workflow.objects.filter(
+        trigger_event=event.name, trigger_type=Workflow.EVENT, enabled=True
+    ):
         if (
             not workflow.allow_reentry
             and Execution.objects.filter(workflow=workflow, contact=contact).exists()

@@ -23,10 +23,26 @@ def new_signing_secret() -> str:
 
 
 class Workflow(models.Model):
+    EVENT = "event"
+    MANUAL = "manual"
+    TRIGGER_TYPE_CHOICES = [
+        (EVENT, "Event (a tracked event starts it)"),
+        (MANUAL, "Manual (started for chosen contacts, by the API or the admin)"),
+    ]
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    trigger_type = models.CharField(
+        max_length=10,
+        choices=TRIGGER_TYPE_CHOICES,
+        default=EVENT,
+        help_text="Fixed once created.",
+    )
     trigger_event = models.CharField(
-        max_length=255, help_text="The tracked event that starts this workflow. Fixed once created."
+        max_length=255,
+        blank=True,
+        help_text="The tracked event that starts this workflow (empty for a manual trigger). "
+        "Fixed once created.",
     )
     allow_reentry = models.BooleanField(
         default=False,
@@ -50,6 +66,14 @@ class Workflow(models.Model):
         indexes = [
             models.Index(
                 fields=["trigger_event"], condition=Q(enabled=True), name="workflow_enabled_trigger"
+            )
+        ]
+        constraints = [
+            # An event trigger names its event; a manual one has none.
+            models.CheckConstraint(
+                condition=(Q(trigger_type="event") & ~Q(trigger_event=""))
+                | Q(trigger_type="manual", trigger_event=""),
+                name="workflow_trigger_matches_type",
             )
         ]
         permissions = [("cancel_execution", "Can cancel executions")]

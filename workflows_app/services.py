@@ -24,16 +24,26 @@ class TriggerImmutable(ValueError):
 def workflow_create(
     *,
     name: str,
-    trigger_event: str,
+    trigger_event: str = "",
+    trigger_type: str = Workflow.EVENT,
     description: str = "",
     allow_reentry: bool = False,
     enabled: bool = False,
     graph: dict[str, Any] | None = None,
 ) -> Workflow:
+    """A new workflow. An event trigger names its event; a manual one (started for chosen
+    contacts by the API or the admin) has none. Raises ValueError when they disagree."""
+    if trigger_type == Workflow.MANUAL and trigger_event:
+        raise ValueError("A manual workflow has no trigger event.")
+    if trigger_type == Workflow.EVENT and not trigger_event:
+        raise ValueError("An event-triggered workflow needs its trigger event.")
+    if trigger_type not in (Workflow.EVENT, Workflow.MANUAL):
+        raise ValueError(f"Unknown trigger type {trigger_type!r}: event or manual.")
     with transaction.atomic():
         workflow = Workflow.objects.create(
             name=name,
-            trigger_event=current_event_name(trigger_event),
+            trigger_type=trigger_type,
+            trigger_event=current_event_name(trigger_event) if trigger_event else "",
             description=description,
             allow_reentry=allow_reentry,
             enabled=False,
