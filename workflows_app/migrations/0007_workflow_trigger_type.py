@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from workflows_app.migration_helpers import SQLITE_TRIGGERS_CREATE, SQLITE_TRIGGERS_DROP
+
 
 class Migration(migrations.Migration):
 
@@ -10,6 +12,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        SQLITE_TRIGGERS_DROP,  # SQLite rebuilds the workflow table (see migration_helpers)
         migrations.AddField(
             model_name='workflow',
             name='trigger_type',
@@ -24,4 +27,5 @@ class Migration(migrations.Migration):
             model_name='workflow',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('trigger_type', 'event'), models.Q(('trigger_event', ''), _negated=True)), models.Q(('trigger_event', ''), ('trigger_type', 'manual')), _connector='OR'), name='workflow_trigger_matches_type'),
         ),
+        SQLITE_TRIGGERS_CREATE,
     ]
