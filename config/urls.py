@@ -7,7 +7,6 @@ from django.views.defaults import page_not_found, server_error
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from contacts_app import views as contact_views
-from contacts_app.api import ContactDetailView
 from contacts_app.api_errors import error_body
 from templates_app.webhooks import inbound_webhook, tracking_webhook
 from workflows_app.api import TrackView
@@ -33,7 +32,6 @@ def healthz(request):
 
 urlpatterns = [
     path("v1/track", TrackView.as_view(), name="track"),
-    path("v1/contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
     # The API's description (OpenAPI 3) and its reference page, both served by this app.
     path(
         "v1/openapi.json",
@@ -49,8 +47,14 @@ urlpatterns = [
         ),
         name="api-docs",
     ),
+    # Fixed paths before the patterns that would take them (contacts/import before
+    # contacts/<lookup>).
+    path("v1/", include("contacts_app.jobs_urls")),
     path("v1/", include("contacts_app.api_urls")),
+    path("v1/", include("contacts_app.events_urls")),
+    path("v1/", include("templates_app.send_urls")),
     path("v1/", include("templates_app.api_urls")),
+    path("v1/", include("workflows_app.executions_urls")),
     path("v1/", include("workflows_app.api_urls")),
     path("unsubscribe/<str:token>", contact_views.unsubscribe, name="unsubscribe"),
     path("subscribe/<str:token>", contact_views.subscribe, name="subscribe"),

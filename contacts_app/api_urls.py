@@ -1,5 +1,9 @@
-"""This app's /v1 API routes (included by config/urls.py under /v1/)."""
+"""The contacts API's routes (included by config/urls.py under /v1/)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from contacts_app.api import ContactDetailView
+
+urlpatterns = [
+    path("contacts/<str:lookup>", ContactDetailView.as_view(), name="contact-detail"),
+]
