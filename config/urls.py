@@ -4,7 +4,7 @@ from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.defaults import page_not_found, server_error
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
 from contacts_app import views as contact_views
 from contacts_app.api_errors import error_body
@@ -35,7 +35,7 @@ urlpatterns = [
     # The API's description (OpenAPI 3) and its reference page, both served by this app.
     path(
         "v1/openapi.json",
-        SpectacularAPIView.as_view(
+        SpectacularJSONAPIView.as_view(
             authentication_classes=[], permission_classes=[], throttle_classes=[]
         ),
         name="openapi",

@@ -58,6 +58,10 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         database.setdefault("TEST", {})["NAME"] = f"{database['NAME']}-test"
+    elif not database.get("TEST", {}).get("NAME"):
+        # One test database per pytest process: two runs against one server (two terminals,
+        # or a run beside a benchmark) must not drop each other's database.
+        database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)

@@ -66,7 +66,7 @@ _TRACK_REPLY = inline_serializer(
     summary="Track an event",
     description="Records an event for a contact (created when new), starts the workflows it "
     "triggers and resumes the runs waiting for it. Public (pk_) and secret keys.",
-    request=_TRACK_REQUEST,
+    request={"application/json": _TRACK_REQUEST},  # parsed by hand: no parser to infer it from
     responses={200: _TRACK_REPLY, **error_responses(400, 409, 413, 415)},
     parameters=[
         OpenApiParameter(
