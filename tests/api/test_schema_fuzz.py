@@ -8,7 +8,6 @@ from schemathesis import checks
 
 from config.wsgi import application
 
-
 # What the issue asks of every response. (schemathesis's stricter positive/negative data checks
 # would also require the description to state every rule a field follows, such as "a UUID or
 # an email address"; the API answers those with a documented 400 naming the field.)
