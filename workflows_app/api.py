@@ -71,6 +71,7 @@ _TRACK_REPLY = inline_serializer(
     parameters=[
         OpenApiParameter(
             "Idempotency-Key",
+            type={"type": "string", "minLength": 1, "maxLength": 255},
             location=OpenApiParameter.HEADER,
             required=False,
             description="1-255 characters; a repeat within 24 hours is a 409 and records nothing.",
