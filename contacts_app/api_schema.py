@@ -3,6 +3,8 @@ its examples, so every endpoint documents the errors it answers with the same co
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -78,13 +80,16 @@ def error_responses(*statuses: int, conflict: str = "") -> dict[int, OpenApiResp
     return out
 
 
+_REPLIES: dict[tuple[type, bool], Any] = {}
+
+
 def ok(serializer, *, many: bool = False, description: str = "") -> OpenApiResponse:
-    """A success reply `{success: true, data: <serializer>}` (a serializer class)."""
+    """A success reply `{success: true, data: <serializer>}` (a serializer class). One component
+    per serializer, however many endpoints answer with it."""
     name = serializer.__name__.removesuffix("Serializer") + ("List" if many else "")
-    return OpenApiResponse(
-        response=inline_serializer(
+    if (serializer, many) not in _REPLIES:
+        _REPLIES[serializer, many] = inline_serializer(
             name=f"{name}Reply",
             fields={"success": serializers.BooleanField(), "data": serializer(many=many)},
-        ),
-        description=description,
-    )
+        )
+    return OpenApiResponse(response=_REPLIES[serializer, many], description=description)
