@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -478,3 +478,190 @@ def ratelimit_hit(*, key: KeyInfo, now: datetime) -> RateLimit | None:
         )
         (count,) = cursor.fetchone()
     return RateLimit(limit=limit, count=count, reset=max(1, 60 - now.second))
+
+
+# --- The contacts API's writes: PATCH, the privacy erase, the data overview -------------------
+
+
+class ContactEmailTaken(ValueError):
+    """Another contact already has the address; nothing was written."""
+
+    def __init__(self, email: str):
+        self.email = email
+        super().__init__(f"Another contact already has the email address {email}.")
+
+
+_KEEP: Any = object()  # contact_patch: "leave the data as it is"
+
+
+def contact_patch(
+    *,
+    contact: Contact,
+    email: str | None = None,
+    data: dict[str, Any] | None = _KEEP,
+    subscribed: bool | None = None,
+) -> Contact:
+    """Changes what is given, in one transaction: the address (ContactEmailTaken when another
+    contact has it), the data (`None` wipes it; an object is merged with contact_data_changes'
+    rules) and the subscription (a real flip records its event). Raises ContactDataTooLarge,
+    writing nothing."""
+    try:
+        with transaction.atomic():
+            fresh = Contact.objects.select_for_update().get(pk=contact.pk)
+            new_email = normalize_email(email) if email is not None else fresh.email
+            moving = new_email != fresh.email
+            if moving and Contact.objects.filter(email=new_email).exists():
+                raise ContactEmailTaken(new_email)
+            if moving:
+                fresh.email = new_email
+                fresh.updated_at = timezone.now()
+                fresh.save(update_fields=["email", "updated_at"])
+            if data is None:
+                fresh = contact_replace(
+                    contact=fresh,
+                    email=fresh.email,
+                    subscribed=fresh.subscribed if subscribed is None else subscribed,
+                    data={},
+                )
+                subscribed = None  # written
+            merge = data if isinstance(data, dict) else None
+            if merge or subscribed is not None:
+                fresh = contact_update_data(contact=fresh, set=merge, subscribed=subscribed)
+    except IntegrityError:
+        # Another request took the address between the check and the write.
+        if email is not None and Contact.objects.filter(email=normalize_email(email)).exists():
+            raise ContactEmailTaken(normalize_email(email)) from None
+        raise
+    return fresh
+
+
+# Erasing a contact cancels its runs first, which only workflows_app can do (it sits above this
+# app), so it registers its eraser (workflows_app.services.contact_erase) in its AppConfig, like
+# the system-event recorder above.
+ContactEraser = Callable[..., dict[str, int]]
+_contact_eraser: ContactEraser | None = None
+
+
+def contact_eraser_set(eraser: ContactEraser | None) -> None:
+    """eraser(contact=..., by=...) erases a contact with everything it owns."""
+    global _contact_eraser
+    _contact_eraser = eraser
+
+
+def contact_privacy_erase(*, contact: Contact, by: str = "") -> dict[str, int]:
+    """The privacy erase (workflows_app.services.contact_erase): cancels the contact's active
+    runs, then removes it with its events, messages and executions."""
+    if _contact_eraser is None:
+        raise RuntimeError("No contact eraser registered: is workflows_app installed?")
+    return _contact_eraser(contact=contact, by=by)
+
+
+# The data overview reads the FIELDS_SAMPLE most recent contacts, not all of them: its cost stays
+# bounded however many contacts there are.
+FIELDS_SAMPLE = 1000
+FIELD_VALUES_TOP = 50
+
+
+@dataclass(frozen=True)
+class DataField:
+    field: str
+    type: str  # string, number, boolean, object, array, null, or mixed
+    contacts: int  # how many sampled contacts have it
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    return "array"
+
+
+def _field_type(types: set[str]) -> str:
+    """One JSON type for a field: its values' type, `null` only when every value is null,
+    `mixed` when the values have several types."""
+    types = types - {"null"} or types
+    return types.pop() if len(types) == 1 else "mixed"
+
+
+def _sample_sql() -> str:
+    table = Contact._meta.db_table
+    return f"SELECT data FROM {table} ORDER BY created_at DESC, id DESC LIMIT %s"
+
+
+def contact_data_fields(*, sample: int | None = None) -> tuple[list[DataField], int]:
+    """The top-level data keys of the `sample` (FIELDS_SAMPLE) most recent contacts, with
+    their JSON type and how many of those contacts have each (most common first); and how
+    many contacts were sampled."""
+    sample = sample or FIELDS_SAMPLE
+    types: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    if connection.vendor == "postgresql":
+        sql = (
+            f"WITH sample AS ({_sample_sql()}) "
+            "SELECT e.key, array_agg(DISTINCT jsonb_typeof(e.value)), count(*) "
+            "FROM sample, jsonb_each(CASE WHEN jsonb_typeof(sample.data) = 'object' "
+            "THEN sample.data ELSE '{}'::jsonb END) e GROUP BY e.key"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM ({_sample_sql()}) s", [sample])
+            (sampled,) = cursor.fetchone()
+            cursor.execute(sql, [sample])
+            for key, key_types, count in cursor.fetchall():
+                types[key] = set(key_types)
+                counts[key] = count
+    else:
+        sampled = 0
+        rows = Contact.objects.order_by("-created_at", "-id").values_list("data", flat=True)
+        for data in rows[:sample].iterator(chunk_size=100):
+            sampled += 1
+            for key, value in (data if isinstance(data, dict) else {}).items():
+                types.setdefault(key, set()).add(_json_type(value))
+                counts[key] = counts.get(key, 0) + 1
+    fields = [DataField(key, _field_type(types[key]), counts[key]) for key in counts]
+    fields.sort(key=lambda f: (-f.contacts, f.field))
+    return fields, sampled
+
+
+@dataclass(frozen=True)
+class FieldValues:
+    values: list[tuple[Any, int]]  # (value, how many sampled contacts have it), most first
+    distinct: int  # how many distinct values, listed or not
+    sampled: int  # how many contacts were read
+
+
+def contact_data_field_values(
+    *, field: str, sample: int | None = None, top: int | None = None
+) -> FieldValues:
+    """The `top` (FIELD_VALUES_TOP) most common values of data key `field` among the `sample`
+    (FIELDS_SAMPLE) most recent contacts. Values are compared as JSON (`1` and `"1"` differ)."""
+    sample, top = sample or FIELDS_SAMPLE, top or FIELD_VALUES_TOP
+    sampled = Contact.objects.all()[:sample].count()
+    if connection.vendor == "postgresql":
+        sql = (
+            f"WITH sample AS ({_sample_sql()}), "
+            "hits AS (SELECT (data -> %s)::text AS value FROM sample "
+            "WHERE jsonb_typeof(data) = 'object' AND data ? %s) "
+            "SELECT value, count(*) AS n, count(*) OVER () FROM hits "
+            "GROUP BY value ORDER BY n DESC, value LIMIT %s"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [sample, field, field, top])
+            rows = cursor.fetchall()
+        values = [(json.loads(text), n) for text, n, _ in rows]
+        return FieldValues(values, rows[0][2] if rows else 0, sampled)
+    seen: dict[str, tuple[Any, int]] = {}
+    rows = Contact.objects.order_by("-created_at", "-id").values_list("data", flat=True)
+    for data in rows[:sample].iterator(chunk_size=100):
+        if isinstance(data, dict) and field in data:
+            text = json.dumps(data[field], sort_keys=True)
+            value, n = seen.get(text, (data[field], 0))
+            seen[text] = (value, n + 1)
+    ranked = sorted(seen.items(), key=lambda item: (-item[1][1], item[0]))
+    return FieldValues([pair for _, pair in ranked[:top]], len(seen), sampled)
