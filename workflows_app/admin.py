@@ -18,7 +18,7 @@ from workflows_app import (
     engine,
 )
 from workflows_app.admin_views import CANCEL_PERMISSION
-from workflows_app.graph import GraphError, workflow_active_count
+from workflows_app.graph import GraphError, workflow_active_count, workflow_check_complete
 from workflows_app.models import Execution, StepRun, Workflow
 from workflows_app.services import (
     WorkflowBusy,
@@ -75,14 +75,52 @@ class WorkflowForm(forms.ModelForm):
 
     class Meta:
         model = Workflow
-        fields = ("name", "description", "trigger_event", "allow_reentry", "enabled")
+        fields = (
+            "name",
+            "description",
+            "trigger_type",
+            "trigger_event",
+            "allow_reentry",
+            "enabled",
+        )
+        widgets = {"trigger_type": forms.RadioSelect}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # A user who may only view gets a form without fields (all are read-only then).
-        if self.instance.pk and "trigger_event" in self.fields:
-            self.fields["trigger_event"].disabled = True
-            self.fields["trigger_event"].help_text = "Fixed once created."
+        for name in ("trigger_type", "trigger_event"):
+            if self.instance.pk and name in self.fields:
+                self.fields[name].disabled = True
+                self.fields[name].help_text = "Fixed once created."
+        if not self.instance.pk and "trigger_event" in self.fields:
+            field = self.fields["trigger_event"]
+            field.help_text = "The tracked event that starts it; empty for a manual trigger."
+
+    def clean(self):
+        super().clean()
+        cleaned = self.cleaned_data
+        if self.instance.pk:
+            return cleaned
+        kind, event = cleaned.get("trigger_type"), cleaned.get("trigger_event")
+        if kind == Workflow.MANUAL and event:
+            self.add_error(
+                "trigger_event",
+                "A manual workflow has no trigger event (it is started by the API or the "
+                "contacts list's action): leave this empty.",
+            )
+        elif kind == Workflow.EVENT and not event and "trigger_event" not in self.errors:
+            self.add_error("trigger_event", "An event trigger needs the event that starts it.")
+        return cleaned
+
+    def clean_enabled(self):
+        enabled = self.cleaned_data.get("enabled")
+        stored = Workflow.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        if enabled and stored is not None and not stored.enabled:
+            try:  # what workflow_update checks again under the row lock
+                workflow_check_complete(stored)
+            except GraphError as exc:
+                raise forms.ValidationError(f"The graph is incomplete or invalid: {exc}") from exc
+        return enabled
 
 
 @admin.register(Workflow)
@@ -90,16 +128,16 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     form = WorkflowForm
     list_display = (
         "name",
-        "trigger_event",
+        "trigger",
         "enabled",
         "allow_reentry",
         "active_executions",
         "updated_at",
     )
-    list_filter = ("enabled",)
+    list_filter = ("enabled", "trigger_type")
     search_fields = ("name", "trigger_event")
     actions = ["enable", "disable", "duplicate", "cancel_all"]
-    fields = ("name", "description", "trigger_event", "allow_reentry", "enabled")
+    fields = ("name", "description", "trigger_type", "trigger_event", "allow_reentry", "enabled")
     readonly_fields = ("webhook_signing_secret",)
     change_form_template = "admin/workflows_app/workflow/change_form.html"
 
@@ -152,6 +190,10 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         return self.fields + (("webhook_signing_secret",) if obj else ())
 
+    @admin.display(description="Trigger", ordering="trigger_event")
+    def trigger(self, obj):
+        return "Manual" if obj.trigger_type == Workflow.MANUAL else obj.trigger_event
+
     @admin.display(description="Webhook signing secret")
     def webhook_signing_secret(self, obj):
         return format_html(
@@ -197,6 +239,7 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
         if not change:
             created = workflow_create(
                 name=obj.name,
+                trigger_type=obj.trigger_type,
                 trigger_event=obj.trigger_event,
                 description=obj.description,
                 allow_reentry=obj.allow_reentry,
@@ -215,9 +258,14 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
 
     @admin.action(description="Enable (start new executions)", permissions=["change"])
     def enable(self, request, queryset):
+        enabled = 0
         for workflow in queryset:
-            workflow_update(workflow=workflow, enabled=True)
-        self.message_user(request, f"Enabled {queryset.count()} workflow(s).")
+            try:
+                workflow_update(workflow=workflow, enabled=True)
+                enabled += 1
+            except GraphError as exc:  # a draft graph (built step by step through the API)
+                self.message_user(request, f"Not enabled '{workflow.name}': {exc}", messages.ERROR)
+        self.message_user(request, f"Enabled {enabled} workflow(s).")
 
     @admin.action(
         description="Disable (stop new executions; running ones go on)", permissions=["change"]
@@ -394,6 +442,18 @@ admin.site.unregister(Contact)
 
 @admin.register(Contact)
 class ContactAdmin(BaseContactAdmin):
+    # Whatever contacts_app's own admin offers, plus this app's action.
+    actions = [*(getattr(BaseContactAdmin, "actions", None) or ()), "start_manual_workflow"]
+
+    @admin.action(
+        description="Start a manual workflow for these contacts", permissions=["start_workflow"]
+    )
+    def start_manual_workflow(self, request, queryset):
+        return admin_views.start_manual_action(self, request, queryset)
+
+    def has_start_workflow_permission(self, request):
+        return admin_views.can_start_manual(request, self)
+
     def delete_model(self, request, obj):
         contact_erase(contact=obj, by=request.user.get_username())
 

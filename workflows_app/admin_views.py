@@ -10,7 +10,10 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin import helpers
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import Q
 from django.http import HttpRequest, JsonResponse
@@ -22,6 +25,8 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
 from contacts_app import safejson
+from contacts_app.admin import StrictJSONField
+from contacts_app.services import contact_data_size
 from workflows_app import engine
 from workflows_app.canvas import (
     canvas_field_suggestions,
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from workflows_app.admin import WorkflowAdmin
 
 CANCEL_PERMISSION = "workflows_app.cancel_execution"
+CHANGE_WORKFLOW_PERMISSION = "workflows_app.change_workflow"
 CONTACT_VIEW_PERMISSION = "contacts_app.view_contact"
 MAX_ID = 2**63 - 1  # bigint: a larger id in a cursor is not ours
 PAGE_SIZE = 50
@@ -143,8 +149,14 @@ def enabled_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflo
     if not model_admin.has_change_permission(request, workflow):
         raise PermissionDenied
     enabled = request.POST.get("enabled") == "true"
-    workflow_update(workflow=workflow, enabled=enabled)
-    if enabled:
+    try:
+        workflow_update(workflow=workflow, enabled=enabled)
+    except GraphError as exc:  # a draft graph (built step by step through the API)
+        messages.error(request, f"Not enabled: the graph is incomplete or invalid: {exc}")
+        return redirect(reverse("admin:workflows_app_workflow_change", args=[workflow.pk]))
+    if enabled and workflow.trigger_type == Workflow.MANUAL:
+        messages.success(request, "Enabled: runs can now be started for contacts.")
+    elif enabled:
         messages.success(
             request, f"Enabled: each new '{workflow.trigger_event}' event now starts a run."
         )
@@ -431,3 +443,91 @@ def _confirm(model_admin, request, workflow, *, count: int, question: str, back:
         "back": back,
     }
     return TemplateResponse(request, "admin/workflows_app/workflow/cancel_confirm.html", context)
+
+
+# --- Starting a manual workflow for chosen contacts (the contacts list's action) ---------------
+
+START_LISTED = 20  # contacts named on the confirmation page; the rest are counted
+
+
+def _startable():
+    """The workflows a person may start by hand: enabled, with a manual trigger."""
+    return Workflow.objects.filter(trigger_type=Workflow.MANUAL, enabled=True)
+
+
+class StartManualForm(forms.Form):
+    workflow = forms.ModelChoiceField(
+        queryset=_startable(),
+        empty_label=None,
+        help_text="Enabled workflows with a manual trigger.",
+    )
+    context = StrictJSONField(
+        required=False,
+        help_text="Optional JSON object: the run's context, as the trigger event's data is for "
+        'an event workflow ({{ orderId }} and {{ event.orderId }} for {"orderId": "A-1"}).',
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+    )
+
+    def clean_context(self):
+        value = self.cleaned_data.get("context")
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The context must be a JSON object.")
+        if problem := safejson.unstorable(value):
+            raise forms.ValidationError(f"The context can not be stored: {problem}.")
+        limit = settings.CONTACT_MAX_DATA_BYTES
+        if limit and contact_data_size(value) > limit:
+            raise forms.ValidationError(f"The context is larger than {limit} bytes.")
+        return value
+
+
+def can_start_manual(request: HttpRequest, model_admin) -> bool:
+    """Starting runs changes workflows' state (change workflow) and is chosen from the contacts
+    list (view contact)."""
+    return request.user.has_perm(CHANGE_WORKFLOW_PERMISSION) and model_admin.has_view_permission(
+        request
+    )
+
+
+def start_manual_action(model_admin, request: HttpRequest, queryset):
+    """The admin action: a page choosing the workflow and context, then one start per contact
+    through engine.execution_start_manual (the API's rules: enabled, re-entry). Reports how
+    many started and why the others were refused."""
+    if not can_start_manual(request, model_admin):
+        raise PermissionDenied
+    form = StartManualForm(request.POST if "apply" in request.POST else None)
+    if form.is_bound and form.is_valid():
+        workflow = form.cleaned_data["workflow"]
+        started, refused = 0, []
+        for contact in queryset.order_by("pk").iterator():
+            try:
+                engine.execution_start_manual(
+                    workflow=workflow,
+                    contact=contact,
+                    context=form.cleaned_data["context"],
+                    now=timezone.now(),
+                )
+                started += 1
+            except engine.StartRefused as exc:
+                refused.append(str(exc))
+        messages.success(request, f"Started {started} run(s) of '{workflow.name}'.")
+        if refused:
+            more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+            shown = "; ".join(refused[:3]) + more
+            messages.warning(request, f"Refused {len(refused)}: {shown}")
+        return None  # back to the contacts list
+    total = queryset.count()
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.model._meta,
+        "title": "Start a manual workflow",
+        "form": form,
+        "total": total,
+        "listed": list(queryset.order_by("email").values_list("email", flat=True)[:START_LISTED]),
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "has_workflows": _startable().exists(),
+    }
+    return TemplateResponse(request, "admin/workflows_app/start_manual.html", context)

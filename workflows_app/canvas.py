@@ -99,6 +99,7 @@ def canvas_state(workflow: Workflow) -> dict[str, Any]:
         "workflow": {
             "id": workflow.pk,
             "name": workflow.name,
+            "trigger_type": workflow.trigger_type,
             "trigger_event": workflow.trigger_event,
             "enabled": workflow.enabled,
             "graph_version": version,

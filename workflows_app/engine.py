@@ -101,6 +101,79 @@ def executions_start(*, contact: Contact, event: Event, now: datetime) -> int:
     return started
 
 
+class StartRefused(ValueError):
+    """A run was not started; `code` says why (the API's 409 code), the message explains."""
+
+    code = "start_refused"
+
+
+class WorkflowDisabled(StartRefused):
+    code = "workflow_disabled"
+
+
+class ReentryRefused(StartRefused):
+    code = "reentry_refused"
+
+
+def _reentry_refusal(workflow: Workflow, contact: Contact) -> ReentryRefused | None:
+    active = (
+        Execution.objects.filter(workflow=workflow, contact=contact, status__in=Execution.ACTIVE)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if active is not None:
+        return ReentryRefused(
+            f"{contact.email} already has an active run of '{workflow.name}' (execution "
+            f"#{active}); a contact never has two at once. Cancel it or wait for it to end."
+        )
+    if not workflow.allow_reentry and (
+        Execution.objects.filter(workflow=workflow, contact=contact).exists()
+    ):
+        return ReentryRefused(
+            f"{contact.email} has already entered '{workflow.name}', and re-entry is off for "
+            "this workflow (a contact enters at most once, ever)."
+        )
+    return None
+
+
+def execution_start_manual(
+    *, workflow: Workflow, contact: Contact, context: dict[str, Any], now: datetime
+) -> Execution:
+    """Starts one run of `workflow` for `contact` now, with `context` as its context (no trigger
+    event): the API's POST .../executions and the admin's "start for these contacts". Works for
+    manual and event workflows alike. The same entry rules as a tracked event: the workflow
+    must be enabled (else WorkflowDisabled); without re-entry a contact enters once, ever, and
+    never two active runs at once (else ReentryRefused; the database's unique indexes decide
+    under concurrency). The clock hands the new run to a worker (it is due now)."""
+    current = Workflow.objects.filter(pk=workflow.pk).first()
+    if current is None or not current.enabled:
+        raise WorkflowDisabled(
+            f"Workflow '{workflow.name}' is disabled: enable it before starting runs."
+        )
+    if refusal := _reentry_refusal(current, contact):
+        raise refusal
+    try:
+        with transaction.atomic():
+            return Execution.objects.create(
+                workflow=current,
+                contact=contact,
+                trigger=None,
+                status=RUNNING,
+                context=dict(context),
+                wake_at=now,
+                once=not current.allow_reentry,
+                started_at=now,
+                updated_at=now,
+            )
+    except IntegrityError:
+        # A concurrent start won (an active run, or the one entry without re-entry).
+        refusal = _reentry_refusal(current, contact)
+        raise refusal or ReentryRefused(
+            f"{contact.email} could not enter '{current.name}': another run started at the "
+            "same moment."
+        ) from None
+
+
 def executions_resume(*, contact: Contact, event: Event, now: datetime) -> int:
     """Resumes this contact's runs waiting for `event` (branch `event`); returns how many."""
     resumed = 0

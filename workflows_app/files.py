@@ -19,7 +19,14 @@ from workflows_app.services import TriggerImmutable, workflow_create, workflow_u
 from workflows_app.steps import STEP_TYPES
 
 TEMPLATE_FIELDS = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
-WORKFLOW_FIELDS = ("name", "description", "trigger_event", "allow_reentry", "enabled")
+WORKFLOW_FIELDS = (
+    "name",
+    "description",
+    "trigger_type",
+    "trigger_event",
+    "allow_reentry",
+    "enabled",
+)
 
 
 class DocumentError(ValueError):
@@ -79,18 +86,33 @@ def document_validate(document: Any) -> None:
         if name in seen:
             errors.append(f"{where}: appears twice")
         seen.add(name)
-        if not isinstance(trigger, str) or not trigger or len(trigger) > 255:
-            errors.append(f"{where}.trigger_event: required text (at most 255)")
+        kind = raw.get("trigger_type", Workflow.EVENT)
         existing = Workflow.objects.filter(name=name).first()
-        if (
-            existing
-            and isinstance(trigger, str)
-            and current_event_name(trigger) != existing.trigger_event
-        ):
-            errors.append(
-                f"{where}.trigger_event: cannot change an existing workflow's trigger "
-                f"({existing.trigger_event!r})"
-            )
+        if kind not in (Workflow.EVENT, Workflow.MANUAL):
+            errors.append(f"{where}.trigger_type: 'event' (the default) or 'manual'")
+        elif kind == Workflow.MANUAL:
+            if trigger not in (None, ""):
+                errors.append(
+                    f"{where}.trigger_event: a manual workflow has none (it is started by the "
+                    "API or the admin)"
+                )
+        elif not isinstance(trigger, str) or not trigger or len(trigger) > 255:
+            errors.append(f"{where}.trigger_event: required text (at most 255)")
+        if existing and kind in (Workflow.EVENT, Workflow.MANUAL):
+            if kind != existing.trigger_type:
+                errors.append(
+                    f"{where}.trigger_type: cannot change an existing workflow's trigger type "
+                    f"({existing.trigger_type!r})"
+                )
+            elif (
+                kind == Workflow.EVENT
+                and isinstance(trigger, str)
+                and current_event_name(trigger) != existing.trigger_event
+            ):
+                errors.append(
+                    f"{where}.trigger_event: cannot change an existing workflow's trigger "
+                    f"({existing.trigger_event!r})"
+                )
         for flag in ("allow_reentry", "enabled"):
             if flag in raw and not isinstance(raw[flag], bool):
                 errors.append(f"{where}.{flag}: true or false")
@@ -125,7 +147,8 @@ def document_import(document: Any) -> dict[str, int]:
                 if workflow is None:
                     workflow = workflow_create(
                         name=raw["name"],
-                        trigger_event=raw["trigger_event"],
+                        trigger_type=raw.get("trigger_type", Workflow.EVENT),
+                        trigger_event=raw.get("trigger_event") or "",
                         description=raw.get("description") or "",
                         allow_reentry=bool(raw.get("allow_reentry")),
                         graph=graph,
@@ -161,11 +184,17 @@ def document_export(names: list[str] | None = None) -> dict[str, Any]:
             field = STEP_TYPES[step["type"]].template_field if step["type"] in STEP_TYPES else ""
             if field and step["config"].get(field):
                 used_templates.add(step["config"][field])
+        # An event workflow's entry stays as it always was; a manual one says so instead.
+        trigger = (
+            {"trigger_type": Workflow.MANUAL}
+            if workflow.trigger_type == Workflow.MANUAL
+            else {"trigger_event": workflow.trigger_event}
+        )
         out_workflows.append(
             {
                 "name": workflow.name,
                 "description": workflow.description,
-                "trigger_event": workflow.trigger_event,
+                **trigger,
                 "allow_reentry": workflow.allow_reentry,
                 "enabled": workflow.enabled,
                 **graph,

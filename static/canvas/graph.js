@@ -122,7 +122,7 @@ export function documentToFlow(document, workflow) {
       type: 'trigger',
       position: triggerPosition(document),
       deletable: false,
-      data: { event: workflow.trigger_event },
+      data: { event: workflow.trigger_event, manual: workflow.trigger_type === 'manual' },
     },
   ];
   for (const step of document.steps) {

@@ -31,7 +31,13 @@ export function TriggerNode({ data }) {
     <div className="wf-node wf-node-trigger" data-testid="node-trigger">
       <div className="wf-node-type">Trigger</div>
       <div className="wf-node-title">
-        When <code>{data.event}</code> is tracked
+        {data.manual ? (
+          'Manual trigger'
+        ) : (
+          <>
+            When <code>{data.event}</code> is tracked
+          </>
+        )}
       </div>
       <div className="wf-node-counts">
         <span className="wf-count" title="executions started">{entered} entered</span>
