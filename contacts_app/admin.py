@@ -3,12 +3,23 @@ import json
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.forms.fields import InvalidJSONInput
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
 from contacts_app import safejson
-from contacts_app.models import ApiKey, Contact, Event
+from contacts_app.jobs import (
+    IMPORT_MAX_BYTES,
+    ImportRefused,
+    contact_import_start,
+    contact_job_status,
+)
+from contacts_app.models import ApiKey, Contact, ContactJob, Event
 from contacts_app.services import (
     ContactDataTooLarge,
     apikey_create,
@@ -216,3 +227,133 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"Revoked {count} key(s) at {timezone.now():%Y-%m-%d %H:%M:%S} UTC."
         )
+
+
+# --- Contact jobs: CSV import from the admin, with a progress page -----------------------------
+# The Contact list's "Import CSV" button (templates/admin/contacts_app/contact/change_list.html)
+# leads here. Importing takes the permission to add contacts; the job itself runs in the worker
+# (contacts_app.jobs), exactly as an import through the API does.
+
+IMPORT_PERMISSION = "contacts_app.add_contact"
+
+
+class CsvImportForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text=(
+            "At most 5 MB, UTF-8. The first row names the columns: email (required), "
+            "subscribed (optional: true/false, 1/0, yes/no); every other column becomes a "
+            "contact data key. Empty cells change nothing."
+        ),
+    )
+
+
+@admin.register(ContactJob)
+class ContactJobAdmin(admin.ModelAdmin):
+    """Imports and bulk changes, read-only: they are started from the Contact list or the API."""
+
+    list_display = ("created_at", "kind", "state", "progress_shown", "created_by", "finished_at")
+    list_filter = ("kind", "state")
+    fields = (
+        "id",
+        "kind",
+        "state",
+        "progress_shown",
+        "filename",
+        "created_by",
+        "result_shown",
+        "failed_reason",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("csv_text")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Progress")
+    def progress_shown(self, obj):
+        return f"{obj.progress}% ({obj.done} of {obj.total})"
+
+    @admin.display(description="Result")
+    def result_shown(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.result, indent=2))
+
+    def get_urls(self):
+        def view(func):
+            return self.admin_site.admin_view(func)
+
+        return [
+            path("import/", view(self.import_view), name="contacts_app_contactjob_import"),
+            path(
+                "<uuid:job_id>/progress/",
+                view(self.progress_view),
+                name="contacts_app_contactjob_progress",
+            ),
+            path(
+                "<uuid:job_id>/progress.json",
+                view(self.progress_json_view),
+                name="contacts_app_contactjob_progress_json",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _may_import(self, request) -> None:
+        if not request.user.has_perm(IMPORT_PERMISSION):
+            raise PermissionDenied
+
+    def _context(self, request, title: str, **extra):
+        return {
+            **self.admin_site.each_context(request),
+            "opts": Contact._meta,
+            "title": title,
+            **extra,
+        }
+
+    def import_view(self, request):
+        """The upload form; a good file queues its import and goes to its progress page."""
+        self._may_import(request)
+        posted = request.method == "POST"
+        form = CsvImportForm(request.POST, request.FILES) if posted else CsvImportForm()
+        if posted and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                job = contact_import_start(
+                    content=upload.read(IMPORT_MAX_BYTES + 1),
+                    filename=upload.name or "",
+                    by=f"admin: {request.user.get_username()}",
+                )
+            except ImportRefused as exc:
+                form.add_error("file", str(exc))
+            else:
+                return redirect("admin:contacts_app_contactjob_progress", job_id=job.pk)
+        context = self._context(request, "Import contacts from a CSV file", form=form)
+        return TemplateResponse(request, "admin/contacts_app/contact/import.html", context)
+
+    def progress_view(self, request, job_id):
+        self._may_import(request)
+        job = get_object_or_404(ContactJob.objects.defer("csv_text"), pk=job_id)
+        context = self._context(
+            request,
+            f"{job.get_kind_display()}: {job.filename}" if job.filename else str(job),
+            job=job,
+            status=contact_job_status(job),
+        )
+        return TemplateResponse(request, "admin/contacts_app/contact/import_progress.html", context)
+
+    def progress_json_view(self, request, job_id):
+        """What the progress page polls: the job as the API shows it."""
+        self._may_import(request)
+        job = get_object_or_404(ContactJob.objects.defer("csv_text"), pk=job_id)
+        return JsonResponse(contact_job_status(job))

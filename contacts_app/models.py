@@ -134,3 +134,70 @@ class RateLimitWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} @ {self.window_start:%H:%M}: {self.count}"
+
+
+class ContactJob(models.Model):
+    """A contact import or bulk change, run by the worker in batches (contacts_app/jobs.py).
+
+    `done` counts the rows (import) or contacts (bulk) handled so far; it commits with the
+    batch it counts, so a retried job continues after the last committed batch. `payload`
+    holds what the job works on (the bulk selection; the import's delimiter), `cursor` where a
+    query-mode job has got to, `csv_text` the uploaded file (at most 5 MB)."""
+
+    IMPORT = "import"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    DELETE = "delete"
+    KIND_CHOICES = [
+        (IMPORT, "CSV import"),
+        (SUBSCRIBE, "Bulk subscribe"),
+        (UNSUBSCRIBE, "Bulk unsubscribe"),
+        (DELETE, "Bulk delete"),
+    ]
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STATE_CHOICES = [
+        (QUEUED, "Queued"),
+        (RUNNING, "Running"),
+        (COMPLETED, "Completed"),
+        (FAILED, "Failed"),
+    ]
+    UNFINISHED = (QUEUED, RUNNING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=KIND_CHOICES)
+    state = models.CharField(max_length=16, choices=STATE_CHOICES, default=QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    failed_reason = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    cursor = models.CharField(max_length=64, blank=True)
+    csv_text = models.TextField(blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    created_by = models.CharField(max_length=255, blank=True)
+    errors_seen = models.PositiveSmallIntegerField(
+        default=0, help_text="Runs that stopped on an unexpected error (the job fails at 3)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "contact job"
+        indexes = [models.Index(fields=["state", "updated_at"], name="contactjob_state_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.pk} ({self.state})"
+
+    @property
+    def progress(self) -> int:
+        """Percent done, 0-100: 100 once completed, at most 99 before."""
+        if self.state == self.COMPLETED:
+            return 100
+        if not self.total:
+            return 0
+        return min(99, self.done * 100 // self.total)
