@@ -95,8 +95,25 @@ class Message(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # POST /v1/send: the row holds everything its delivery needs (templates_app/sending.py).
+    WORKFLOW = "workflow"
+    API = "api"
+    SOURCE_CHOICES = [(WORKFLOW, "Workflow"), (API, "API (/v1/send)")]
+    source = models.CharField(max_length=10, choices=SOURCE_CHOICES, default=WORKFLOW)
+    email_type = models.CharField(
+        max_length=20,
+        choices=Template.TYPE_CHOICES,
+        blank=True,
+        help_text="Empty: the template's type.",
+    )
+    reply_to = models.CharField(max_length=320, blank=True, help_text="Empty: the template's.")
+    headers = models.JSONField(default=dict, blank=True)
+    # [{filename, contentType, disposition, contentId, size, content (base64; dropped once sent)}]
+    attachments = models.JSONField(default=list, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     RESENDABLE = (UNKNOWN, FAILED)
+    API_MAX_ATTEMPTS = 5  # deliveries of an API send refused for a transient reason
 
     class Meta:
         ordering = ["-created_at"]
@@ -107,6 +124,12 @@ class Message(models.Model):
                 fields=["-created_at"],
                 name="message_unknown",
                 condition=models.Q(status="unknown"),
+            ),
+            # The sweep of API sends whose task was lost (templates_app.sending.messages_sweep).
+            models.Index(
+                fields=["updated_at"],
+                name="message_api_pending",
+                condition=models.Q(source="api", status__in=["queued", "sending"]),
             ),
         ]
         permissions = [

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import re
 import smtplib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import MIMEPart
 from email.utils import parseaddr
 from typing import Any
 
@@ -26,7 +29,7 @@ from contacts_app.services import (
 )
 from templates_app.backends import LedgerEmail
 from templates_app.models import Message, Template
-from templates_app.rendering import Rendered, render
+from templates_app.rendering import Rendered, TemplateError, render, template_check
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +230,11 @@ def message_resend(*, message: Message, user: Any) -> Message:
                 f"is {old.get_status_display().lower()}."
             )
         template = old.template
-        if template is None:
+        if template is None and old.source != Message.API:
             raise ResendRefused("Its template has been deleted, so it can not be resent.")
         contact = Contact.objects.get(pk=old.contact_id)
-        if template.type == Template.MARKETING and not contact.subscribed:
+        kind = message_email_type(old, template)
+        if kind == Template.MARKETING and not contact.subscribed:
             raise ResendRefused(
                 f"{contact.email} has unsubscribed since; marketing mail is not sent."
             )
@@ -253,6 +257,11 @@ def message_resend(*, message: Message, user: Any) -> Message:
                     status=Message.SENDING,
                     resend_of=old,
                     resent_by=user,
+                    source=old.source,
+                    email_type=old.email_type,
+                    reply_to=old.reply_to,
+                    headers=old.headers,
+                    attachments=old.attachments,
                 )
         except IntegrityError as exc:
             raise ResendRefused("This message has already been resent.") from exc
@@ -260,15 +269,16 @@ def message_resend(*, message: Message, user: Any) -> Message:
     return _deliver(new, template, contact)
 
 
-def _deliver(message: Message, template: Template, contact: Contact) -> Message:
+def _deliver(message: Message, template: Template | None, contact: Contact) -> Message:
     email = _build_email(message, template, contact)
     connection = get_connection()
     try:
         # Nothing of the message has left yet: any failure here is safe to retry.
         connection.open()
     except Exception as exc:  # noqa: BLE001 - the provider could not be reached
-        message.delete()
-        raise SendTransientError(f"{type(exc).__name__}: {exc}"[:2000]) from exc
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        _release(message, error)
+        raise SendTransientError(error) from exc
     email.connection = connection
     try:
         email.send()
@@ -287,7 +297,7 @@ def _deliver(message: Message, template: Template, contact: Contact) -> Message:
         if _is_transient(exc):
             # Refused before acceptance (or a provider that de-duplicates on our key): free
             # the key so the retry can send.
-            message.delete()
+            _release(message, error)
             raise SendTransientError(error) from exc
         message.status, message.error = Message.FAILED, error
         message.save(update_fields=["status", "error", "updated_at"])
@@ -300,7 +310,13 @@ def _deliver(message: Message, template: Template, contact: Contact) -> Message:
     message.provider_message_id = "" if provider_id is None else str(provider_id)[:255]
     message.status = Message.SENT
     message.sent_at = timezone.now()
-    message.save(update_fields=["status", "provider_message_id", "sent_at", "updated_at"])
+    # Sent: an attachment's content is not needed any more (its name and size stay).
+    message.attachments = [
+        {k: v for k, v in a.items() if k != "content"} for a in message.attachments
+    ]
+    message.save(
+        update_fields=["status", "provider_message_id", "sent_at", "attachments", "updated_at"]
+    )
     system_event_record(
         contact_id=message.contact_id,
         name="email.sent",
@@ -308,6 +324,19 @@ def _deliver(message: Message, template: Template, contact: Contact) -> Message:
         now=message.sent_at,
     )
     return message
+
+
+def _release(message: Message, error: str) -> None:
+    """Nothing of the message left: a retry may send it. A workflow send's row goes (the step's
+    retry creates it again); an API send's goes back to the queue for the sweep to retry
+    (templates_app.sending.messages_sweep), until it has had Message.API_MAX_ATTEMPTS."""
+    if message.source != Message.API:
+        message.delete()
+        return
+    final = message.attempts >= Message.API_MAX_ATTEMPTS
+    message.status = Message.FAILED if final else Message.QUEUED
+    message.error = error
+    message.save(update_fields=["status", "error", "updated_at"])
 
 
 def message_event_data(message: Message) -> dict[str, Any]:
@@ -324,10 +353,20 @@ def message_event_data(message: Message) -> dict[str, Any]:
     }
 
 
-def _build_email(message: Message, template: Template, contact: Contact) -> LedgerEmail:
-    headers = {}
+def message_email_type(message: Message, template: Template | None) -> str:
+    """Marketing or transactional: the row's own (an API send), else its template's."""
+    if message.email_type:
+        return message.email_type
+    return template.type if template is not None else Template.TRANSACTIONAL
+
+
+def _build_email(message: Message, template: Template | None, contact: Contact) -> LedgerEmail:
+    # An API send's own headers (validated by the API: none that the message sets itself).
+    headers = dict(message.headers or {})
+    kind = message_email_type(message, template)
+    reply_to = message.reply_to or (template.reply_to if template is not None else "")
     # Only to the contact: a CUSTOM recipient's one-click unsubscribe must not unsubscribe them.
-    if template.type == Template.MARKETING and message.to_email.lower() == contact.email.lower():
+    if kind == Template.MARKETING and message.to_email.lower() == contact.email.lower():
         url = unsubscribe_url(contact)
         headers["List-Unsubscribe"] = f"<{url}>"
         headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -336,15 +375,32 @@ def _build_email(message: Message, template: Template, contact: Contact) -> Ledg
         body=message.text,
         from_email=message.from_email,
         to=[message.to_email],
-        reply_to=[template.reply_to] if template.reply_to else None,
+        reply_to=[reply_to] if reply_to else None,
         headers=headers,
     )
     email.attach_alternative(message.html, "text/html")
+    for attachment in message.attachments or []:
+        email.attach(_attachment_part(attachment))
     # Read by django-anymail backends (ignored by smtp/console): correlate provider events by
     # an unguessable token, never the row id (see message_find).
     email.metadata = {"message_token": message.token, "idempotency_key": message.idempotency_key}  # type: ignore[attr-defined]
-    email.tags = [template.type]  # type: ignore[attr-defined]
+    email.tags = [kind]  # type: ignore[attr-defined]
     return email
+
+
+def _attachment_part(attachment: dict[str, Any]) -> MIMEPart:
+    maintype, _, subtype = attachment["contentType"].partition("/")
+    part = MIMEPart()
+    cid = attachment.get("contentId")
+    part.set_content(
+        base64.b64decode(attachment["content"]),
+        maintype=maintype,
+        subtype=subtype,
+        disposition=attachment.get("disposition") or "attachment",
+        filename=attachment["filename"],
+        cid=f"<{cid}>" if cid else None,
+    )
+    return part
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -456,3 +512,155 @@ def message_to_contact(message: Message) -> bool:
     """Whether the message went to its contact's own address (not a fixed recipient)."""
     contact_email = Contact.objects.filter(pk=message.contact_id).values_list("email", flat=True)
     return message.to_email == contact_email.first()
+
+
+# --- Templates: create, change, delete, duplicate, usage (the API's writes) -------------------
+
+# What a preview renders with when it is given neither a contact nor data.
+PREVIEW_SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
+TEMPLATE_FIELDS = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
+MAX_USAGE_STEPS = 1000  # steps listed by template_usage; the count is always exact
+
+
+class TemplateNameTaken(Exception):
+    """Another template has this name (names are unique)."""
+
+
+class TemplateInUse(Exception):
+    """The template is used by workflow steps (Step.template is PROTECT): it can not be
+    deleted. `workflows` names them."""
+
+    def __init__(self, workflows: list[str]):
+        self.workflows = workflows
+        names = ", ".join(f"'{name}'" for name in workflows)
+        super().__init__(
+            f"The template is used by the Send Email steps of {names}; change those steps to "
+            "another template first."
+        )
+
+
+def _template_check_liquid(template: Template) -> None:
+    errors = template_check(
+        subject=template.subject, html_body=template.html, text_body=template.text
+    )
+    if errors:
+        raise TemplateError(
+            {field: f"Liquid syntax error, {problem}" for field, problem in errors.items()}
+        )
+
+
+def _template_save(template: Template, **kwargs: Any) -> None:
+    try:
+        with transaction.atomic():
+            template.save(**kwargs)
+    except IntegrityError as exc:  # the one unique column
+        raise TemplateNameTaken(f"A template named '{template.name}' already exists.") from exc
+
+
+def template_create(
+    *,
+    name: str,
+    subject: str,
+    html: str,
+    text: str = "",
+    type: str = Template.MARKETING,  # noqa: A002 - the model's field name
+    from_email: str = "",
+    reply_to: str = "",
+) -> Template:
+    """A new template, its Liquid checked first (TemplateError {field: "Liquid syntax error,
+    line N: ..."}); TemplateNameTaken when the name is in use."""
+    template = Template(
+        name=name,
+        type=type,
+        subject=subject,
+        html=html,
+        text=text,
+        from_email=from_email,
+        reply_to=reply_to,
+    )
+    _template_check_liquid(template)
+    _template_save(template)
+    return template
+
+
+def template_update(*, template: Template, **changes: Any) -> Template:
+    """Changes some of TEMPLATE_FIELDS, checking the Liquid of the result. Steps refer to a
+    template by key, so a rename is safe."""
+    unknown = set(changes) - set(TEMPLATE_FIELDS)
+    if unknown:
+        raise TypeError(f"not template fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        locked = Template.objects.select_for_update().get(pk=template.pk)
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        _template_check_liquid(locked)
+        if changes:
+            _template_save(locked, update_fields=[*changes, "updated_at"])
+    return locked
+
+
+def template_usage(*, template: Template, limit: int = MAX_USAGE_STEPS) -> dict[str, Any]:
+    """The workflows whose steps use the template (their steps listed up to `limit`), the
+    number of such steps and of emails sent with it."""
+    steps = template.steps.order_by("workflow__name", "id").values(
+        "id", "key", "name", "type", "workflow_id", "workflow__name", "workflow__enabled"
+    )
+    workflows: dict[int, dict[str, Any]] = {}
+    for step in steps[:limit]:
+        workflow = workflows.setdefault(
+            step["workflow_id"],
+            {
+                "id": step["workflow_id"],
+                "name": step["workflow__name"],
+                "enabled": step["workflow__enabled"],
+                "steps": [],
+            },
+        )
+        workflow["steps"].append({"id": step["id"], "key": step["key"], "name": step["name"]})
+    return {
+        "workflowSteps": template.steps.count(),
+        "emailsSent": Message.objects.filter(template=template).count(),
+        "workflows": list(workflows.values()),
+    }
+
+
+def template_delete(*, template: Template) -> None:
+    """Deletes an unused template; TemplateInUse names the workflows whose steps use it.
+
+    The row is locked first: a graph save adding a step that points at it (the foreign key
+    takes a share lock on the row) waits for this to finish, or this waits for it and then
+    sees its step."""
+    with transaction.atomic():
+        locked = Template.objects.select_for_update().get(pk=template.pk)
+        names = list(
+            locked.steps.order_by("workflow__name")
+            .values_list("workflow__name", flat=True)
+            .distinct()[:20]
+        )
+        if names:
+            raise TemplateInUse(names)
+        locked.delete()
+
+
+def _copy_names(name: str, limit: int) -> Iterator[str]:
+    for n in range(1, 1000):
+        suffix = " (Copy)" if n == 1 else f" (Copy {n})"
+        yield name[: limit - len(suffix)] + suffix
+
+
+def template_duplicate(*, template: Template) -> Template:
+    """A copy named "<name> (Copy)", or "(Copy 2)", "(Copy 3)"... when that is taken."""
+    limit = Template._meta.get_field("name").max_length or 200
+    candidates = list(_copy_names(template.name, limit))
+    taken = set(Template.objects.filter(name__in=candidates[:50]).values_list("name", flat=True))
+    for name in candidates:
+        if name in taken:
+            continue
+        copy = Template(**{f: getattr(template, f) for f in TEMPLATE_FIELDS if f != "name"})
+        copy.name = name
+        try:
+            _template_save(copy)
+        except TemplateNameTaken:  # taken a moment ago, or past the first 50 we looked at
+            continue
+        return copy
+    raise TemplateNameTaken(f"No free name for a copy of '{template.name}'.")

@@ -18,7 +18,9 @@ from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
+from contacts_app.jobs import contact_jobs_recover
 from contacts_app.models import IdempotencyKey, RateLimitWindow
+from templates_app.sending import messages_sweep
 from workflows_app import engine
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ def clock_sweep(*, now: datetime | None = None) -> int:
     recovered = engine.executions_recover(now=now)
     if recovered:
         log.warning("re-queued %d execution(s) whose worker stopped mid-run", recovered)
+    try:  # contact imports and bulk jobs whose task was lost
+        contact_jobs_recover(now=now)
+    except Exception:  # noqa: BLE001 - the rest of the sweep still runs
+        log.exception("the sweep of contact jobs failed")
+    try:  # API sends (POST /v1/send) whose delivery task was lost or whose worker died
+        messages_sweep(now=now)
+    except Exception:  # noqa: BLE001 - the rest of the sweep still runs
+        log.exception("the sweep of API sends failed")
     cutoff = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
     IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     RateLimitWindow.objects.filter(window_start__lt=now - timedelta(minutes=5)).delete()
