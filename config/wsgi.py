@@ -13,7 +13,8 @@ def chunked_bodies(app, *, limit: int, path_limits: dict[str, int] | None = None
     server that has de-chunked the input says so with `wsgi.input_terminated` (gunicorn does);
     then the body is read here, up to one byte past `limit`, and handed on with its length.
     A body past the limit keeps that length, so every view's own size check refuses it (413).
-    `path_limits` gives a path its own (larger) limit: POST /v1/send carries attachments."""
+    `path_limits` gives a path its own (larger) limit: POST /v1/send carries attachments, and
+    POST /v1/contacts/import a CSV file of up to 5 MB."""
 
     def wrapper(environ, start_response):
         if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
@@ -30,12 +31,17 @@ def _application():
     django_app = get_wsgi_application()
     from django.conf import settings
 
+    from contacts_app.jobs_api import ENVELOPE_BYTES
+    from contacts_app.jobs_csv import IMPORT_MAX_BYTES
     from templates_app.sending import MAX_REQUEST_BYTES as SEND_MAX_BYTES
 
     return chunked_bodies(
         django_app,
         limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
-        path_limits={"/v1/send": SEND_MAX_BYTES},
+        path_limits={
+            "/v1/send": SEND_MAX_BYTES,
+            "/v1/contacts/import": IMPORT_MAX_BYTES + ENVELOPE_BYTES,
+        },
     )
 
 

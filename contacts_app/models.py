@@ -22,6 +22,10 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The contacts API's default order (newest first), paged by (created_at, id).
+            models.Index(fields=["created_at", "id"], name="contact_created"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(email=Lower("email")), name="contact_email_lowercase"
@@ -56,6 +60,8 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["contact", "-created_at"], name="event_contact_time"),
             models.Index(fields=["name", "-created_at"], name="event_name_time"),
+            # The events API's unfiltered list and counts over a period.
+            models.Index(fields=["-created_at"], name="event_time"),
         ]
 
     def __str__(self) -> str:
