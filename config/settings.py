@@ -237,7 +237,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGERUI_DIST": "SIDECAR",
     "SWAGGERUI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStatusEnum": ["RUNNING", "WAITING", "COMPLETED", "EXITED", "FAILED", "CANCELLED"],
+        "StepTypeEnum": "workflows_app.models.step_type_choices",
+    },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "ApiKey": {"type": "http", "scheme": "bearer", "description": "sk_... or pk_..."}

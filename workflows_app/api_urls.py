@@ -1,5 +1,48 @@
-"""This app's /v1 API routes (included by config/urls.py under /v1/)."""
+"""The workflows API's routes (included by config/urls.py under /v1/, after executions_urls.py,
+which has /v1/workflows/<id>/executions...). A transition's id is "<fromStepId>:<branch>"."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from workflows_app.api_workflows import (
+    StepDetailView,
+    StepListView,
+    TransitionDetailView,
+    TransitionInsertStepView,
+    TransitionListView,
+    WorkflowDetailView,
+    WorkflowDuplicateView,
+    WorkflowGraphView,
+    WorkflowListView,
+)
+
+urlpatterns = [
+    path("workflows", WorkflowListView.as_view(), name="workflow-list"),
+    path("workflows/<int:workflow_id>", WorkflowDetailView.as_view(), name="workflow-detail"),
+    path(
+        "workflows/<int:workflow_id>/duplicate",
+        WorkflowDuplicateView.as_view(),
+        name="workflow-duplicate",
+    ),
+    path("workflows/<int:workflow_id>/graph", WorkflowGraphView.as_view(), name="workflow-graph"),
+    path("workflows/<int:workflow_id>/steps", StepListView.as_view(), name="workflow-steps"),
+    path(
+        "workflows/<int:workflow_id>/steps/<str:key>",
+        StepDetailView.as_view(),
+        name="workflow-step",
+    ),
+    path(
+        "workflows/<int:workflow_id>/transitions",
+        TransitionListView.as_view(),
+        name="workflow-transitions",
+    ),
+    path(
+        "workflows/<int:workflow_id>/transitions/<str:transition_id>",
+        TransitionDetailView.as_view(),
+        name="workflow-transition",
+    ),
+    path(
+        "workflows/<int:workflow_id>/transitions/<str:transition_id>/insert-step",
+        TransitionInsertStepView.as_view(),
+        name="workflow-transition-insert-step",
+    ),
+]

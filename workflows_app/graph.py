@@ -87,13 +87,18 @@ def _number(value: Any) -> float | None:
 
 
 def graph_validate(
-    document: dict[str, Any], *, template_names: set[str] | None = None
+    document: dict[str, Any],
+    *,
+    template_names: set[str] | None = None,
+    complete: bool = True,
 ) -> tuple[list[StepSpec], list[tuple[str, str, str]]]:
     """Checks a graph document; returns (steps, [(from, branch, to)]) or raises GraphError.
 
     Shape and types are checked before anything else, so no input (a list where a string
     belongs, NUL in a name, a non-finite position) gets further than an error message.
     `template_names` lets a caller (import) count templates that are about to be created.
+    `complete=False` is a draft's check (a disabled workflow built one step at a time): every
+    rule but completeness (the trigger connected, every step reachable from it).
     """
     errors: list[dict[str, Any]] = []
 
@@ -257,7 +262,7 @@ def graph_validate(
         seen_ports.add((src, branch))
         edges.append((src, branch, dst))
 
-    if steps and not any(src == TRIGGER for src, _, _ in edges):
+    if complete and steps and not any(src == TRIGGER for src, _, _ in edges):
         error(None, "connect the trigger to the first step")
 
     # Every step reachable from the trigger, and no cycles.
@@ -272,7 +277,7 @@ def graph_validate(
                 reached.add(nxt)
                 stack.append(nxt)
     for spec in steps:
-        if spec.key not in reached and any(src == TRIGGER for src, _, _ in edges):
+        if complete and spec.key not in reached and any(src == TRIGGER for src, _, _ in edges):
             error(spec.key, "not reachable from the trigger")
     state: dict[str, int] = {}
 
@@ -329,13 +334,19 @@ def workflow_save_graph(
     template_names: set[str] | None = None,
     expected_version: int | None = None,
     by: str = "",
+    draft: bool = False,
 ) -> Workflow:
     """Validates and saves the whole graph in one transaction; steps are matched by key so
     their history stays attached. Raises GraphError, WorkflowLocked or (when
     `expected_version`, the version the editor started from, is stale) GraphConflict; saves
     nothing then. The version is compared under the workflow's row lock, so of two concurrent
-    saves from the same version exactly one wins."""
-    steps, edges = graph_validate(document, template_names=template_names)
+    saves from the same version exactly one wins.
+
+    `draft=True` (the API's one-step-at-a-time edits, a copy being made) lets a DISABLED
+    workflow keep an incomplete graph (a step not yet connected); every other rule still
+    holds, and an enabled workflow's graph must be complete whatever the caller. Enabling
+    checks completeness (workflow_check_complete), so a run never starts on a draft."""
+    steps, edges = graph_validate(document, template_names=template_names, complete=not draft)
     if workflow.pk and _same_graph(workflow, steps, edges):
         return workflow  # nothing changes, so re-saving (or re-importing) is fine while locked
     try:
@@ -343,6 +354,8 @@ def workflow_save_graph(
             locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
             if expected_version is not None and locked.graph_version != expected_version:
                 raise GraphConflict(locked, expected_version, _differing(locked, steps))
+            if draft and locked.enabled:  # under the row lock: enabling waits for this save
+                graph_validate(document, template_names=template_names)
             active = workflow_active_count(locked)
             if active and not _only_cosmetic(locked, steps, edges):
                 raise WorkflowLocked(locked, active)
@@ -419,7 +432,9 @@ def _stored(workflow: Workflow) -> tuple[list[StepSpec], list[tuple[str, str, st
     """The stored graph, parsed; None when it no longer validates (changed behind the
     services' back, or under rules that have since tightened): then it equals nothing."""
     try:
-        return graph_validate(_graph_document(workflow), template_names=_ANY_TEMPLATE)
+        return graph_validate(
+            _graph_document(workflow), template_names=_ANY_TEMPLATE, complete=False
+        )
     except GraphError:
         return None
 
@@ -524,3 +539,10 @@ def _graph_document(workflow: Workflow) -> dict[str, Any]:
             for t in transitions
         ],
     }
+
+
+def workflow_check_complete(workflow: Workflow) -> None:
+    """What enabling requires: the stored graph passes every rule, completeness included (a
+    disabled workflow's graph may be a draft: workflow_save_graph(draft=True)). Raises
+    GraphError naming the problems."""
+    graph_validate(_graph_document(workflow), template_names=_ANY_TEMPLATE)

@@ -11,6 +11,7 @@ from workflows_app import engine
 from workflows_app.event_names import current_event_name
 from workflows_app.graph import (
     workflow_active_count,
+    workflow_check_complete,
     workflow_graph_document,
     workflow_save_graph,
 )
@@ -65,7 +66,8 @@ def workflow_update(
     enabled: bool | None = None,
     trigger_event: str | None = None,
 ) -> Workflow:
-    """Changes the fields that stay editable while runs are active. The trigger never changes."""
+    """Changes the fields that stay editable while runs are active. The trigger never changes.
+    Enabling a disabled workflow raises GraphError when its graph is incomplete or invalid."""
     stored = Workflow.objects.values_list("trigger_event", flat=True).get(pk=workflow.pk)
     if trigger_event is not None and current_event_name(trigger_event) != stored:
         raise TriggerImmutable(
@@ -81,10 +83,17 @@ def workflow_update(
         }.items()
         if v is not None
     }
-    for key, value in changes.items():
-        setattr(workflow, key, value)
-    if changes:
-        workflow.save(update_fields=[*changes, "updated_at"])
+    with transaction.atomic():
+        if enabled:
+            # Under the row lock a draft save (graph.workflow_save_graph(draft=True)) takes
+            # too: a disabled workflow's graph may be incomplete, an enabled one's never.
+            locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+            if not locked.enabled:
+                workflow_check_complete(locked)
+        for key, value in changes.items():
+            setattr(workflow, key, value)
+        if changes:
+            workflow.save(update_fields=[*changes, "updated_at"])
     return workflow
 
 
@@ -163,12 +172,14 @@ def workflow_duplicate(*, workflow: Workflow, by: str = "") -> Workflow:
             with transaction.atomic():
                 copy = workflow_create(
                     name=name,
+                    trigger_type=source.trigger_type,
                     trigger_event=source.trigger_event,
                     description=source.description,
                     allow_reentry=source.allow_reentry,
                     enabled=False,
                 )
-                workflow_save_graph(workflow=copy, document=document, by=by)
+                # A draft is copied as a draft (the copy is disabled).
+                workflow_save_graph(workflow=copy, document=document, by=by, draft=True)
             return copy
         except IntegrityError:
             # Someone took the same copy name meanwhile (the name is unique): pick the next.
