@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.urls import include, path
-from django.views.defaults import page_not_found, server_error
+from django.views.defaults import bad_request, page_not_found, permission_denied, server_error
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
 from contacts_app import views as contact_views
@@ -74,22 +74,27 @@ if settings.BENCH_REFERENCE_ENDPOINT:  # the baseline bench/track.py compares /v
     urlpatterns.append(path("bench/reference", ReferenceView.as_view(), name="bench-reference"))
 
 
-def _api_or(default):
+_API_ERRORS = {
+    400: ("bad_request", "The request can not be read (for example, an unknown Host header)."),
+    403: ("permission_denied", "Forbidden."),
+    404: ("not_found", "No such API endpoint."),
+    500: ("internal_error", "Something went wrong on our side; it is logged."),
+}
+
+
+def _api_or(default, status: int):
     """API paths answer errors in JSON; every other page keeps Django's own."""
+    code, message = _API_ERRORS[status]
 
     def handler(request, *args, **kwargs):
         if request.path.startswith("/v1/"):
-            status = 404 if default is page_not_found else 500
-            code, message = (
-                ("not_found", "No such API endpoint.")
-                if status == 404
-                else ("internal_error", "Something went wrong on our side; it is logged.")
-            )
             return JsonResponse(error_body(code, message, status=status), status=status)
         return default(request, *args, **kwargs)
 
     return handler
 
 
-handler404 = _api_or(page_not_found)
-handler500 = _api_or(server_error)
+handler400 = _api_or(bad_request, 400)
+handler403 = _api_or(permission_denied, 403)
+handler404 = _api_or(page_not_found, 404)
+handler500 = _api_or(server_error, 500)

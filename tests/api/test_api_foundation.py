@@ -162,3 +162,15 @@ def test_the_reference_page_is_served_by_the_app_without_a_cdn():
     assert scripts and all(src.startswith("/static/") for src in scripts)
     for src in scripts:  # installed with the app (drf-spectacular-sidecar), collected by make run
         assert finders.find(src.removeprefix("/static/")), src
+
+
+def test_an_unknown_host_on_an_api_path_is_a_json_400(settings, secret_key):
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    response = Client().get(
+        "/v1/contacts", HTTP_HOST="evil.example", HTTP_AUTHORIZATION=f"Bearer {secret_key}"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert response.json()["error"]["statusCode"] == 400
+    page = Client().get("/admin/", HTTP_HOST="evil.example")
+    assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
