@@ -20,7 +20,7 @@ SORTS = {"name": "name", "createdAt": "created_at", "updatedAt": "updated_at"}
 _ATOM_TEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*")
 _NAME_MAX = Template._meta.get_field("name").max_length
 _SUBJECT_MAX = Template._meta.get_field("subject").max_length
-_FROM_MAX = Template._meta.get_field("from_email").max_length
+_FROM_MAX: int = Template._meta.get_field("from_email").max_length or 320
 _REPLY_MAX = Template._meta.get_field("reply_to").max_length
 
 
@@ -219,7 +219,7 @@ class TemplateListQuery(StrictQuery):
 
 
 class TemplatePreviewSerializer(serializers.Serializer):
-    data = serializers.DictField(
+    data = serializers.DictField(  # type: ignore[assignment]  # a field named data
         required=False,
         help_text="Sample contact data; with `email`, the event context (`event.*`).",
     )

@@ -194,7 +194,8 @@ def _text(value: str, field: str) -> str:
 
 
 def _name_free(name: str, *, but: int | None = None) -> None:
-    taken = Workflow.objects.filter(name=name).exclude(pk=but).exists()
+    others = Workflow.objects.filter(name=name)
+    taken = (others if but is None else others.exclude(pk=but)).exists()
     if taken:
         raise _invalid("name", f"A workflow named {name!r} exists; names are unique.")
 

@@ -50,7 +50,7 @@ GraphTransitionSerializer = type(
 
 
 class GraphDocumentSerializer(serializers.Serializer):
-    steps = GraphStepSerializer(many=True, max_length=MAX_STEPS)
+    steps = GraphStepSerializer(many=True, max_length=MAX_STEPS)  # type: ignore[call-arg]  # DRF takes it (ListSerializer); the stubs do not say so
     transitions = GraphTransitionSerializer(many=True, max_length=MAX_STEPS * 4)
 
 
@@ -121,7 +121,7 @@ class WorkflowPageSerializer(serializers.Serializer):
     """GET /v1/workflows: Plunk's page shape."""
 
     success = serializers.BooleanField()
-    data = WorkflowSerializer(many=True)
+    data = WorkflowSerializer(many=True)  # type: ignore[assignment]  # a field named data
     total = serializers.IntegerField(min_value=0)
     page = serializers.IntegerField(min_value=1)
     pageSize = serializers.IntegerField(min_value=1)
