@@ -292,6 +292,12 @@ def test_make_run_on_a_fresh_sqlite_file_runs_workflows_and_sends_each_email_onc
         for name in ("Onboarding", "Receipts", "First run"):
             assert name in response.text
         assert browser.get(f"{url}/static/dist/canvas.js", timeout=10).status_code == 200
+        # The API reference, with its assets collected by make run (no CDN).
+        docs = browser.get(f"{url}/v1/docs", timeout=10)
+        assert docs.status_code == 200
+        script = re.search(r'src="(/static/[^"]+)"', docs.text)[1]
+        assert browser.get(f"{url}{script}", timeout=10).status_code == 200
+        assert browser.get(f"{url}/v1/openapi.json", timeout=10).json()["paths"]["/v1/send"]
 
     # The demo key from the first make run was revoked by the second.
     response = requests.post(

@@ -38,6 +38,7 @@ class Command(BaseCommand):
   Lifecycle is starting at {url}/admin/
   Admin login:  admin / {password}
   API key:      {raw}
+  API reference: {url}/v1/docs (OpenAPI: {url}/v1/openapi.json)
   Active executions: {active}
 
   Try it:
