@@ -426,3 +426,16 @@ def test_the_forms_cover_recipient_method_headers_and_decimal_delays(
         "PUT https://example.com/users/"
         in page.locator('.react-flow__node[data-id="webhook-1"]').inner_text()
     )
+
+
+def test_a_manual_workflows_trigger_says_so(page, superuser, transactional_db):
+    workflow = workflow_create(name="Order follow-up", trigger_type=Workflow.MANUAL)
+    login(page, "boss")
+    open_canvas(page, workflow)
+    trigger = page.locator('[data-testid="node-trigger"]').inner_text()
+    assert "Manual trigger" in trigger
+    # An event workflow's trigger names its event instead.
+    other = workflow_create(name="Welcome", trigger_event="user.signup")
+    open_canvas(page, other)
+    trigger = page.locator('[data-testid="node-trigger"]').inner_text()
+    assert "user.signup" in trigger and "Manual" not in trigger
