@@ -174,3 +174,36 @@ def test_an_unknown_host_on_an_api_path_is_a_json_400(settings, secret_key):
     assert response.json()["error"]["statusCode"] == 400
     page = Client().get("/admin/", HTTP_HOST="evil.example")
     assert page.status_code == 400 and page["Content-Type"].startswith("text/html")
+
+
+def test_every_operation_is_described_with_examples_and_its_errors():
+    schema = json.loads(Client().get("/v1/openapi.json").content)
+    operations = [
+        (method, path, op) for path, ops in schema["paths"].items() for method, op in ops.items()
+    ]
+    assert len(operations) >= 45
+    for method, path, op in operations:
+        where = f"{method.upper()} {path}"
+        assert op.get("summary"), where
+        responses = op["responses"]
+        assert {"401", "403", "429"} <= set(responses), where
+        success = [code for code in responses if code.startswith("2")]
+        assert success, where
+        examples = [
+            content
+            for code, response in responses.items()
+            for content in response.get("content", {}).values()
+            if "examples" in content
+        ] + [
+            content
+            for content in op.get("requestBody", {}).get("content", {}).values()
+            if "examples" in content
+        ]
+        assert examples, where
+        # Every success that has a body shows an example of it (a 204 has none to show).
+        with_body = [code for code in success if responses[code].get("content")]
+        assert with_body or success == ["204"], where
+        assert all(
+            any("examples" in content for content in responses[code]["content"].values())
+            for code in with_body
+        ), where
