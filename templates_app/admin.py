@@ -23,7 +23,16 @@ SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
 class TemplateForm(forms.ModelForm):
     class Meta:
         model = Template
-        fields = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
+        fields = (
+            "name",
+            "description",
+            "type",
+            "subject",
+            "html",
+            "text",
+            "from_email",
+            "reply_to",
+        )
         widgets = {
             "html": forms.Textarea(attrs={"rows": 18, "class": "vLargeTextField mono"}),
             "text": forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField mono"}),

@@ -47,6 +47,7 @@ API_FIELD = {"html": "body", "from_email": "from", "reply_to": "replyTo"}
 _EXAMPLE = {
     "id": 7,
     "name": "Welcome",
+    "description": "The first email after signup.",
     "subject": "Welcome, {{ firstName ?? there }}",
     "body": "<p>Hi {{ firstName }}!</p>",
     "text": None,
@@ -61,6 +62,7 @@ _WRITE_EXAMPLE = OpenApiExample(
     "Create",
     value={
         "name": "Welcome",
+        "description": "The first email after signup.",
         "subject": "Welcome, {{ firstName ?? there }}",
         "body": "<p>Hi {{ firstName }}!</p>",
         "type": "MARKETING",

@@ -16,6 +16,7 @@ class Template(models.Model):
     ]
 
     name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, help_text="What it is for; not sent.")
     type = models.CharField(max_length=20, choices=TYPE_CHOICES, default=MARKETING)
     subject = models.CharField(max_length=998)
     html = models.TextField("HTML body")

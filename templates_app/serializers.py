@@ -66,6 +66,7 @@ class TemplateSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     name = serializers.CharField()
+    description = serializers.CharField(allow_null=True)
     subject = serializers.CharField()
     body = serializers.CharField(help_text="The HTML body (Liquid).")
     text = serializers.CharField(
@@ -89,6 +90,7 @@ class TemplateSerializer(serializers.Serializer):
         return {
             "id": instance.pk,
             "name": instance.name,
+            "description": instance.description or None,
             "subject": instance.subject,
             "body": instance.html,
             "text": instance.text or None,
@@ -127,6 +129,9 @@ class TemplateWriteSerializer(serializers.Serializer):
     """Create (name, subject and body required) or, with partial=True, change a template."""
 
     name = StrictCharField(max_length=_NAME_MAX, validators=[storable])
+    description = _text(
+        10_000, required=False, allow_blank=True, allow_null=True, help_text="Not sent."
+    )
     subject = _text(_SUBJECT_MAX)
     body = _text(help_text="The HTML body (Liquid).")
     text = _text(
@@ -178,6 +183,8 @@ class TemplateWriteSerializer(serializers.Serializer):
                 out[ours] = data[theirs]
         if "text" in data:
             out["text"] = data["text"] or ""
+        if "description" in data:
+            out["description"] = data["description"] or ""
         if "type" in data:
             out["type"] = data["type"]
         if "replyTo" in data:

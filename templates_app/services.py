@@ -518,7 +518,16 @@ def message_to_contact(message: Message) -> bool:
 
 # What a preview renders with when it is given neither a contact nor data.
 PREVIEW_SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
-TEMPLATE_FIELDS = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
+TEMPLATE_FIELDS = (
+    "name",
+    "description",
+    "type",
+    "subject",
+    "html",
+    "text",
+    "from_email",
+    "reply_to",
+)
 MAX_USAGE_STEPS = 1000  # steps listed by template_usage; the count is always exact
 
 
@@ -566,11 +575,13 @@ def template_create(
     type: str = Template.MARKETING,  # noqa: A002 - the model's field name
     from_email: str = "",
     reply_to: str = "",
+    description: str = "",
 ) -> Template:
     """A new template, its Liquid checked first (TemplateError {field: "Liquid syntax error,
     line N: ..."}); TemplateNameTaken when the name is in use."""
     template = Template(
         name=name,
+        description=description,
         type=type,
         subject=subject,
         html=html,

@@ -8,46 +8,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts_app', '0003_normalize_emails'),
-        ('templates_app', '0002_message_token_resend'),
+        ("contacts_app", "0003_normalize_emails"),
+        ("templates_app", "0002_message_token_resend"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='attachments',
+            model_name="message",
+            name="attachments",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='message',
-            name='attempts',
+            model_name="message",
+            name="attempts",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='message',
-            name='email_type',
-            field=models.CharField(blank=True, choices=[('marketing', 'Marketing (never sent to unsubscribed contacts)'), ('transactional', 'Transactional (always sent)')], help_text="Empty: the template's type.", max_length=20),
+            model_name="message",
+            name="email_type",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("marketing", "Marketing (never sent to unsubscribed contacts)"),
+                    ("transactional", "Transactional (always sent)"),
+                ],
+                help_text="Empty: the template's type.",
+                max_length=20,
+            ),
         ),
         migrations.AddField(
-            model_name='message',
-            name='headers',
+            model_name="message",
+            name="headers",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='message',
-            name='reply_to',
+            model_name="message",
+            name="reply_to",
             field=models.CharField(blank=True, help_text="Empty: the template's.", max_length=320),
         ),
         migrations.AddField(
-            model_name='message',
-            name='source',
-            field=models.CharField(choices=[('workflow', 'Workflow'), ('api', 'API (/v1/send)')], default='workflow', max_length=10),
+            model_name="message",
+            name="source",
+            field=models.CharField(
+                choices=[("workflow", "Workflow"), ("api", "API (/v1/send)")],
+                default="workflow",
+                max_length=10,
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('source', 'api'), ('status__in', ['queued', 'sending'])), fields=['updated_at'], name='message_api_pending'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("source", "api"), ("status__in", ["queued", "sending"])),
+                fields=["updated_at"],
+                name="message_api_pending",
+            ),
         ),
     ]

@@ -85,6 +85,7 @@ def test_it_creates_a_template_in_plunks_shape(secret_key):
     assert data == {
         "id": template.pk,
         "name": "Receipt",
+        "description": None,
         "subject": "Your order {{ order }}",
         "body": "<p>Thanks, {{ firstName }}</p>",
         "text": None,
@@ -98,6 +99,20 @@ def test_it_creates_a_template_in_plunks_shape(secret_key):
     assert template.type == Template.TRANSACTIONAL
     assert template.from_email == "The Shop <shop@example.com>"
     assert template.html == NEW["body"] and template.text == ""
+
+
+def test_a_description_is_kept_changed_and_copied(secret_key):
+    created = call("post", "/v1/templates", secret_key, {**NEW, "description": "After checkout"})
+    assert created.status_code == 201 and created.json()["data"]["description"] == "After checkout"
+    pk = created.json()["data"]["id"]
+    changed = call("patch", f"/v1/templates/{pk}", secret_key, {"description": "Order receipt"})
+    assert changed.json()["data"]["description"] == "Order receipt"
+    assert changed.json()["data"]["subject"] == NEW["subject"]  # only what was sent changed
+    copy = call("post", f"/v1/templates/{pk}/duplicate", secret_key)
+    assert copy.json()["data"]["description"] == "Order receipt"
+    refused = call("patch", f"/v1/templates/{pk}", secret_key, {"description": 5})
+    assert refused.status_code == 400 and "description" in refused.json()["error"]["fields"]
+    assert Template.objects.get(pk=pk).description == "Order receipt"
 
 
 def test_it_creates_a_marketing_template_by_default_with_the_servers_sender(secret_key):
