@@ -234,7 +234,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 # leads here. Importing takes the permission to add contacts; the job itself runs in the worker
 # (contacts_app.jobs), exactly as an import through the API does.
 
-IMPORT_PERMISSION = "contacts_app.add_contact"
+# An import adds contacts and changes existing ones (data, subscription): both permissions.
+IMPORT_PERMISSIONS = ("contacts_app.add_contact", "contacts_app.change_contact")
 
 
 class CsvImportForm(forms.Form):
@@ -310,7 +311,7 @@ class ContactJobAdmin(admin.ModelAdmin):
         ]
 
     def _may_import(self, request) -> None:
-        if not request.user.has_perm(IMPORT_PERMISSION):
+        if not request.user.has_perms(IMPORT_PERMISSIONS):
             raise PermissionDenied
 
     def _context(self, request, title: str, **extra):

@@ -15,6 +15,7 @@ from tests.canvas_data import staff_user
 pytestmark = pytest.mark.django_db
 
 ADD_CONTACT = "contacts_app.add_contact"
+CHANGE_CONTACT = "contacts_app.change_contact"
 VIEW_CONTACT = "contacts_app.view_contact"
 IMPORT_URL = "/admin/contacts_app/contactjob/import/"
 
@@ -29,9 +30,13 @@ def csv_file(content: bytes, name="people.csv"):
     return SimpleUploadedFile(name, content, content_type="text/csv")
 
 
-def test_the_contact_list_offers_import_only_to_who_may_add_contacts():
+def test_the_contact_list_offers_import_only_to_who_may_add_and_change_contacts():
     assert reverse("admin:contacts_app_contactjob_import") == IMPORT_URL
-    page = client_for(VIEW_CONTACT, ADD_CONTACT).get("/admin/contacts_app/contact/")
+    adder = Client()
+    adder.force_login(staff_user("adder", VIEW_CONTACT, ADD_CONTACT))
+    add_only = adder.get("/admin/contacts_app/contact/")
+    assert add_only.status_code == 200 and IMPORT_URL not in add_only.text
+    page = client_for(VIEW_CONTACT, ADD_CONTACT, CHANGE_CONTACT).get("/admin/contacts_app/contact/")
     assert page.status_code == 200 and IMPORT_URL in page.text
     assert "Import CSV" in page.text
     viewer = Client()
@@ -40,15 +45,24 @@ def test_the_contact_list_offers_import_only_to_who_may_add_contacts():
     assert page.status_code == 200 and IMPORT_URL not in page.text
 
 
-def test_a_staff_user_without_add_contact_gets_403_everywhere():
+@pytest.mark.parametrize("perm", [CHANGE_CONTACT, ADD_CONTACT])
+def test_a_staff_user_without_add_and_change_contact_gets_403_everywhere(perm):
+    # An import adds contacts and changes existing ones (even resubscribes them): adding
+    # alone is not enough.
+    contact_upsert(email="gone@example.com", subscribed=False)
     job = ContactJob.objects.create(kind=ContactJob.IMPORT, total=1)
-    client = client_for(VIEW_CONTACT, "contacts_app.change_contact")
+    client = client_for(VIEW_CONTACT, perm)
     assert client.get(IMPORT_URL).status_code == 403
+    resubscribe = client.post(
+        IMPORT_URL, {"file": csv_file(b"email,subscribed\ngone@example.com,true\n")}
+    )
+    assert resubscribe.status_code == 403
     refused = client.post(IMPORT_URL, {"file": csv_file(b"email\nann@example.com\n")})
     assert refused.status_code == 403
     assert client.get(f"/admin/contacts_app/contactjob/{job.pk}/progress/").status_code == 403
     assert client.get(f"/admin/contacts_app/contactjob/{job.pk}/progress.json").status_code == 403
     assert ContactJob.objects.count() == 1 and not OrmQ.objects.exists()
+    assert Contact.objects.get(email="gone@example.com").subscribed is False
 
 
 def test_anonymous_users_are_sent_to_log_in():
@@ -60,7 +74,7 @@ def test_anonymous_users_are_sent_to_log_in():
 
 def test_with_add_contact_the_import_runs_and_its_progress_page_follows_it():
     contact_upsert(email="ann@example.com", data={"plan": "free"})
-    client = client_for(ADD_CONTACT)
+    client = client_for(ADD_CONTACT, CHANGE_CONTACT)
     form = client.get(IMPORT_URL)
     assert form.status_code == 200 and 'enctype="multipart/form-data"' in form.text
 
@@ -98,14 +112,14 @@ def test_with_add_contact_the_import_runs_and_its_progress_page_follows_it():
     ],
 )
 def test_an_unusable_file_is_shown_on_the_form_and_records_nothing(content, says):
-    response = client_for(ADD_CONTACT).post(IMPORT_URL, {"file": csv_file(content)})
+    response = client_for(ADD_CONTACT, CHANGE_CONTACT).post(IMPORT_URL, {"file": csv_file(content)})
     assert response.status_code == 200
     assert says in response.text and "errorlist" in response.text
     assert not ContactJob.objects.exists() and not OrmQ.objects.exists()
 
 
 def test_an_empty_or_missing_file_is_a_form_error():
-    client = client_for(ADD_CONTACT)
+    client = client_for(ADD_CONTACT, CHANGE_CONTACT)
     assert "errorlist" in client.post(IMPORT_URL, {}).text
     assert "empty" in client.post(IMPORT_URL, {"file": csv_file(b"")}).text
     assert not ContactJob.objects.exists()
@@ -113,13 +127,13 @@ def test_an_empty_or_missing_file_is_a_form_error():
 
 def test_a_file_over_5_mb_is_refused_on_the_form():
     content = b"email,pad\nann@example.com," + b"x" * jobs.IMPORT_MAX_BYTES + b"\n"
-    response = client_for(ADD_CONTACT).post(IMPORT_URL, {"file": csv_file(content)})
+    response = client_for(ADD_CONTACT, CHANGE_CONTACT).post(IMPORT_URL, {"file": csv_file(content)})
     assert response.status_code == 200 and "5 MB" in response.text
     assert not ContactJob.objects.exists()
 
 
 def test_an_unknown_job_is_a_404():
-    client = client_for(ADD_CONTACT)
+    client = client_for(ADD_CONTACT, CHANGE_CONTACT)
     missing = "00000000-0000-4000-8000-000000000000"
     assert client.get(f"/admin/contacts_app/contactjob/{missing}/progress/").status_code == 404
     assert client.get(f"/admin/contacts_app/contactjob/{missing}/progress.json").status_code == 404
