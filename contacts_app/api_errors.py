@@ -46,12 +46,19 @@ def _flat(detail: Any, path: str = "") -> list[tuple[str, str, str]]:
     return [(path, str(detail), getattr(detail, "code", None) or "invalid")]
 
 
+def _printable(text: str) -> str:
+    """`text` as a UTF-8 reply can carry it: a lone surrogate from the request (an error that
+    names a field or echoes a value) becomes "?" instead of failing the reply."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def error_body(code: str, message: str, fields=None, *, status: int | None = None) -> dict:
+    message = _printable(message)
     error: dict = {"code": code, "message": message}
     if status is not None:
         error["statusCode"] = status
     if fields:
-        flat = _flat(fields)
+        flat = [(_printable(f), _printable(t), k) for f, t, k in _flat(fields)]
         messages: dict[str, list[str]] = {}
         for field, text, _ in flat:
             messages.setdefault(field or "body", []).append(text)

@@ -30,6 +30,17 @@ def read_limited(stream: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def strict_loads(raw: bytes, encoding: str) -> Any:
+    """An API JSON body by safejson's rules; ApiError 400 invalid_json otherwise."""
+    try:
+        value = safejson.loads(raw.decode(encoding))
+    except safejson.JsonRejected as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
+    except ValueError:  # syntax errors, undecodable bytes
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    return value
+
+
 def _text_encoding(parser_context: dict) -> str:
     """The request's charset, refusing codecs that are not text (bz2_codec and the like would
     decompress a small body past every size limit)."""
@@ -50,10 +61,4 @@ class StrictJSONParser(JSONParser):
         encoding = _text_encoding(parser_context or {})
         if stream is None:
             return None
-        raw = read_limited(stream, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-        try:
-            return safejson.loads(raw.decode(encoding))
-        except safejson.JsonRejected as exc:
-            raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
-        except ValueError:  # syntax errors, undecodable bytes
-            raise ParseError("The body is not valid JSON.") from None
+        return strict_loads(read_limited(stream, settings.DATA_UPLOAD_MAX_MEMORY_SIZE), encoding)
