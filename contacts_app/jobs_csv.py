@@ -125,6 +125,9 @@ def csv_parse(content: bytes) -> ParsedCsv:
             f"The file is larger than {IMPORT_MAX_BYTES} bytes (5 MB); split it.", status=413
         )
     text = _decode(content)
+    if "\x00" in text:  # the file is stored as text until the job runs: PostgreSQL refuses NUL
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ImportRefused(f"The file contains a NUL character (line {line}); is it really CSV?")
     delimiter = _delimiter(text)
     all_rows = records(text, delimiter)
     _, header = next(all_rows, (0, []))

@@ -308,6 +308,7 @@ def test_a_running_job_without_progress_is_recovered_too(secret_key, monkeypatch
         (b"email,plan\n", "no rows"),
         (b"email,Email\nann@example.com,x\n", "more than one `email`"),
         (b"email,plan,plan\nann@example.com,a,b\n", "twice"),
+        (b'email\nbob@example.com\n"ann@example.com\x00"\n', "NUL character (line 3)"),
     ],
 )
 def test_an_unusable_file_is_a_400_naming_file(secret_key, content, says):
