@@ -144,16 +144,20 @@ def execution_start_manual(
     manual and event workflows alike. The same entry rules as a tracked event: the workflow
     must be enabled (else WorkflowDisabled); without re-entry a contact enters once, ever, and
     never two active runs at once (else ReentryRefused; the database's unique indexes decide
-    under concurrency). The clock hands the new run to a worker (it is due now)."""
-    current = Workflow.objects.filter(pk=workflow.pk).first()
-    if current is None or not current.enabled:
-        raise WorkflowDisabled(
-            f"Workflow '{workflow.name}' is disabled: enable it before starting runs."
-        )
-    if refusal := _reentry_refusal(current, contact):
-        raise refusal
+    under concurrency). The clock hands the new run to a worker (it is due now).
+
+    The workflow's row is locked while the run is created, so a disable, a delete or a draft
+    edit (which all lock it) happens wholly before or after: never a run started on a workflow
+    that was disabled or deleted a moment ago."""
     try:
         with transaction.atomic():
+            current = Workflow.objects.select_for_update(no_key=True).filter(pk=workflow.pk).first()
+            if current is None or not current.enabled:
+                raise WorkflowDisabled(
+                    f"Workflow '{workflow.name}' is disabled: enable it before starting runs."
+                )
+            if refusal := _reentry_refusal(current, contact):
+                raise refusal
             return Execution.objects.create(
                 workflow=current,
                 contact=contact,
@@ -167,9 +171,9 @@ def execution_start_manual(
             )
     except IntegrityError:
         # A concurrent start won (an active run, or the one entry without re-entry).
-        refusal = _reentry_refusal(current, contact)
+        refusal = _reentry_refusal(workflow, contact)
         raise refusal or ReentryRefused(
-            f"{contact.email} could not enter '{current.name}': another run started at the "
+            f"{contact.email} could not enter '{workflow.name}': another run started at the "
             "same moment."
         ) from None
 
