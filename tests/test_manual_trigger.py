@@ -15,7 +15,7 @@ from contacts_app.models import Contact
 from contacts_app.services import contact_upsert
 from tests.canvas_data import staff_user
 from tests.conftest import chain, drain
-from workflows_app import engine
+from workflows_app import admin_views, engine
 from workflows_app.canvas import canvas_state
 from workflows_app.files import DocumentError, document_export, document_import
 from workflows_app.models import Execution, Workflow
@@ -319,6 +319,16 @@ def test_the_action_asks_for_the_workflow_then_starts_runs(ann, bob):
     ]
     assert all(r.context == {"orderId": "A-1"} and r.trigger is None for r in runs)
     assert "Started 2 run(s) of 'Follow-up'." in messages_of(done)
+
+
+def test_the_action_starts_at_most_a_bounded_number_of_runs(ann, bob, monkeypatch):
+    workflow = manual()
+    monkeypatch.setattr(admin_views, "START_MAX", 1)
+    client = client_with(*ALLOWED)
+    done = post_action(client, [ann, bob], apply="yes", workflow=str(workflow.pk), context="")
+    assert done.status_code == 302
+    assert any("at most 1 at a time" in n for n in messages_of(done))
+    assert not Execution.objects.exists()
 
 
 def test_the_action_reports_refusals(ann, bob):

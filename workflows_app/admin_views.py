@@ -448,6 +448,7 @@ def _confirm(model_admin, request, workflow, *, count: int, question: str, back:
 # --- Starting a manual workflow for chosen contacts (the contacts list's action) ---------------
 
 START_LISTED = 20  # contacts named on the confirmation page; the rest are counted
+START_MAX = 1000  # contacts one admin action may start runs for
 
 
 def _startable():
@@ -496,6 +497,15 @@ def start_manual_action(model_admin, request: HttpRequest, queryset):
     many started and why the others were refused."""
     if not can_start_manual(request, model_admin):
         raise PermissionDenied
+    total = queryset.count()
+    if total > START_MAX:
+        # Each start is its own transaction, in this request: a bounded number of them.
+        messages.error(
+            request,
+            f"{total} contacts are selected; the admin starts runs for at most {START_MAX} at a "
+            "time. Select fewer, or start them with POST /v1/workflows/<id>/executions.",
+        )
+        return None
     form = StartManualForm(request.POST if "apply" in request.POST else None)
     if form.is_bound and form.is_valid():
         workflow = form.cleaned_data["workflow"]
@@ -517,7 +527,6 @@ def start_manual_action(model_admin, request: HttpRequest, queryset):
             shown = "; ".join(refused[:3]) + more
             messages.warning(request, f"Refused {len(refused)}: {shown}")
         return None  # back to the contacts list
-    total = queryset.count()
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
