@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count
+from django.db import connection
+from django.db.models import Count, Max
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -182,13 +183,13 @@ def _page_reply(name: str) -> serializers.Serializer:
 
 
 EVENT_PAGE = _page_reply("EventPage")
-NAME_COUNTS = inline_serializer(
-    name="EventNameCounts",
+NAMES = inline_serializer(
+    name="EventNames",
     fields={
         "success": serializers.BooleanField(),
         "data": inline_serializer(
-            name="EventNameCount",
-            fields={"name": serializers.CharField(), "count": serializers.IntegerField()},
+            name="EventName",
+            fields={"name": serializers.CharField(), "lastSeenAt": serializers.DateTimeField()},
             many=True,
         ),
     },
@@ -295,22 +296,55 @@ class EventNamesView(APIView):
     @extend_schema(
         tags=TAGS,
         summary="Event names",
-        description=f"Every event name tracked, with its count, most frequent first (at most "
-        f"{MAX_NAMES} names).",
-        responses={200: NAME_COUNTS, **error_responses()},
+        description=f"Every event name tracked, in alphabetical order (at most {MAX_NAMES}), "
+        "with when it was last seen. Its cost grows with the number of names, not of events "
+        "(counts over a period: /v1/events/stats).",
+        responses={200: NAMES, **error_responses()},
         examples=[
             OpenApiExample(
                 "Names",
                 value={
                     "success": True,
-                    "data": [{"name": "user.signup", "count": 120}, {"name": "order", "count": 7}],
+                    "data": [
+                        {"name": "order", "lastSeenAt": "2026-01-02T09:30:00+00:00"},
+                        {"name": "user.signup", "lastSeenAt": "2026-01-03T17:05:00+00:00"},
+                    ],
                 },
                 response_only=True,
             )
         ],
     )
     def get(self, request):
-        return Response({"success": True, "data": _name_counts(Event.objects.all())})
+        return Response({"success": True, "data": event_names(limit=MAX_NAMES)})
+
+
+# One index probe per distinct name (a "skip scan" over event_name_time): the names and when
+# each was last seen, without reading every event.
+_NAMES_SQL = """
+WITH RECURSIVE names AS (
+  (SELECT name FROM contacts_app_event ORDER BY name LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.name FROM contacts_app_event e WHERE e.name > n.name ORDER BY e.name LIMIT 1)
+  FROM names n WHERE n.name IS NOT NULL
+)
+SELECT n.name,
+       (SELECT max(e.created_at) FROM contacts_app_event e WHERE e.name = n.name)
+FROM names n WHERE n.name IS NOT NULL LIMIT %s
+"""
+
+
+def event_names(*, limit: int) -> list[dict]:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_NAMES_SQL, [limit])
+            rows = cursor.fetchall()
+    else:  # SQLite, the single-machine default: a plain GROUP BY
+        rows = list(
+            Event.objects.values_list("name")
+            .annotate(last=Max("created_at"))
+            .order_by("name")[:limit]
+        )
+    return [{"name": name, "lastSeenAt": last.isoformat()} for name, last in rows]
 
 
 class EventStatsView(APIView):

@@ -1,6 +1,7 @@
 """The Events API: list (by name, by contact, by time), one contact's events, the names in use
 and counts per name over a period; bounded queries on the event indexes."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from contacts_app import events_api
-from contacts_app.models import Event
+from contacts_app.models import Contact, Event
 from contacts_app.services import contact_upsert, event_record
 
 pytestmark = pytest.mark.django_db
@@ -207,13 +208,35 @@ def test_bad_paging_of_a_contacts_events_is_a_400(secret_key, cast, query, field
     assert field in err["fields"]
 
 
-def test_it_lists_the_names_with_their_counts(secret_key, cast):
+def test_it_lists_the_names_with_when_each_was_last_seen(secret_key, cast):
     response = call("/v1/events/names", secret_key)
     assert response.status_code == 200
+    last = {
+        name: Event.objects.filter(name=name).latest("created_at").created_at.isoformat()
+        for name in ("order", "user.signup")
+    }
     assert response.json() == {
         "success": True,
-        "data": [{"name": "order", "count": 2}, {"name": "user.signup", "count": 2}],
+        "data": [
+            {"name": "order", "lastSeenAt": last["order"]},
+            {"name": "user.signup", "lastSeenAt": last["user.signup"]},
+        ],
     }
+
+
+def test_the_names_query_reads_one_index_entry_per_name_not_every_event(secret_key, cast):
+    # Many events of few names: the skip scan's cost follows the names.
+    contact = Contact.objects.first()
+    Event.objects.bulk_create(Event(contact=contact, name="order") for _ in range(2000))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE contacts_app_event")
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + events_api._NAMES_SQL, [1000])
+        plan = cursor.fetchone()[0][0]
+    assert "Seq Scan" not in json.dumps(plan)
+    assert [n["name"] for n in call("/v1/events/names", secret_key).json()["data"]] == [
+        "order",
+        "user.signup",
+    ]
 
 
 def test_the_names_are_bounded(secret_key, cast, monkeypatch):
