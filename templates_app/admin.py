@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 
 from contacts_app import safejson
@@ -215,8 +216,20 @@ class MessageAdmin(admin.ModelAdmin):
         "updated_at",
         "text",
         "html",
+        "attachment_list",
     )
-    exclude = ("token",)
+    # The attachments by name and size, never their content (base64 of up to 10 MB).
+    exclude = ("token", "attachments", "attachment_content")
+
+    @admin.display(description="attachments")
+    def attachment_list(self, obj: Message) -> str:
+        listed = [
+            f"{item.get('filename', '')} ({item.get('contentType', '')}, "
+            f"{filesizeformat(item.get('size') or 0)})"
+            for item in obj.attachments or []
+            if isinstance(item, dict)
+        ]
+        return "; ".join(listed) or "none"
 
     def has_add_permission(self, request):
         return False

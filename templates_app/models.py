@@ -35,6 +35,25 @@ class Template(models.Model):
         return self.name
 
 
+class SendAttachments(models.Model):
+    """The attachments of one POST /v1/send, stored once for all its recipients' ledger rows
+    (each row keeps only their names and sizes). Deleted by the send sweep
+    (templates_app.sending.messages_sweep) once no row that may still be delivered or resent
+    points at it."""
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # [{filename, content (base64), contentType, disposition, contentId, size}]
+    items = models.JSONField(default=list)
+
+    class Meta:
+        verbose_name = "send attachments"
+        verbose_name_plural = "send attachments"
+
+    def __str__(self) -> str:
+        names = ", ".join(str(item.get("filename", "")) for item in self.items or [])
+        return f"Attachments {self.pk}: {names}"
+
+
 def message_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -109,8 +128,17 @@ class Message(models.Model):
     )
     reply_to = models.CharField(max_length=320, blank=True, help_text="Empty: the template's.")
     headers = models.JSONField(default=dict, blank=True)
-    # [{filename, contentType, disposition, contentId, size, content (base64; dropped once sent)}]
+    # [{filename, contentType, disposition, contentId, size}]: what was attached; the content is
+    # in `attachment_content`, shared by the rows of one request.
     attachments = models.JSONField(default=list, blank=True)
+    attachment_content = models.ForeignKey(
+        SendAttachments,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+        help_text="The attachments' content (kept while the row may still be sent or resent).",
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
 
     RESENDABLE = (UNKNOWN, FAILED)

@@ -28,7 +28,7 @@ from contacts_app import safejson
 from contacts_app.api_errors import ApiError
 from contacts_app.api_schema import error_responses
 from contacts_app.emails import email_error
-from contacts_app.parsers import _text_encoding, read_limited
+from contacts_app.parsers import _text_encoding, read_limited, strict_loads
 from contacts_app.services import normalize_email
 from templates_app import sending
 from templates_app.models import Template
@@ -59,6 +59,20 @@ REFUSED_HEADERS = frozenset(
         "idempotency-key",
     }
 )
+# Headers an email provider reads as instructions to itself (change the recipients, the
+# tracking, the template, the sending account...), which a caller must not give: X-SMTPAPI
+# (SendGrid), and any name starting with one of PROVIDER_HEADER_PREFIXES (Mailgun, Amazon SES,
+# Postmark, Mandrill / Mailchimp, SparkPost, Resend).
+PROVIDER_HEADERS = frozenset({"x-smtpapi"})
+PROVIDER_HEADER_PREFIXES = (
+    "x-mailgun-",
+    "x-ses-",
+    "x-pm-",
+    "x-mc-",
+    "x-msys-",
+    "x-postmark-",
+    "x-resend-",
+)
 MAX_HEADERS = 50
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,100}")  # RFC 5322 field name: printable ASCII but ':'
 _CONTENT_TYPE = re.compile(
@@ -79,13 +93,7 @@ class SendParser(BaseParser):
         encoding = _text_encoding(parser_context or {})
         if stream is None:
             return None
-        raw = read_limited(stream, sending.MAX_REQUEST_BYTES)
-        try:
-            return safejson.loads(raw.decode(encoding))
-        except safejson.JsonRejected as exc:
-            raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
-        except ValueError:
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+        return strict_loads(read_limited(stream, sending.MAX_REQUEST_BYTES), encoding)
 
 
 class _Errors(dict):
@@ -94,7 +102,14 @@ class _Errors(dict):
 
 
 def _line(value: str) -> bool:
-    return "\r" in value or "\n" in value or bool(safejson.unstorable(value))
+    """True when the text is not one clean line: Python's email package also breaks lines at
+    \v \f \x1c-\x1e \x85 \u2028 \u2029 (str.splitlines), and no other control character
+    (but tab) belongs in a header."""
+    return (
+        (bool(value) and value.splitlines() != [value])
+        or any(ord(c) < 32 and c != "\t" for c in value)
+        or bool(safejson.unstorable(value))
+    )
 
 
 def _email(value: Any, path: str, errors: _Errors) -> str:
@@ -107,6 +122,9 @@ def _email(value: Any, path: str, errors: _Errors) -> str:
     address = normalize_email(value)
     if problem := email_error(address):
         errors.add(path, problem)
+        return ""
+    if _line(address):  # a quoted local part may hold control characters: not in a header
+        errors.add(path, "Not a valid email address: it must not contain control characters.")
         return ""
     return address
 
@@ -200,6 +218,8 @@ def _headers(value: Any, errors: _Errors) -> dict[str, str]:
             errors.add(path, "Not a header name (printable ASCII without ':' or spaces).")
         elif name.lower() in REFUSED_HEADERS:
             errors.add(path, f"{name} is set by the message itself and can not be given.")
+        elif name.lower() in PROVIDER_HEADERS or name.lower().startswith(PROVIDER_HEADER_PREFIXES):
+            errors.add(path, f"{name} is an instruction to the email provider; not allowed.")
         elif not isinstance(text, str) or len(text) > 998 or _line(text):
             errors.add(path, "A header value: text of at most 998 characters, on one line.")
         else:
@@ -221,7 +241,9 @@ def _attachments(value: Any, errors: _Errors) -> list[dict[str, Any]]:
             continue
         filename = item.get("filename")
         if not isinstance(filename, str) or not 1 <= len(filename) <= 255 or _line(filename):
-            errors.add(f"{path}.filename", "Required: a file name of 1 to 255 characters.")
+            errors.add(
+                f"{path}.filename", "Required: a file name of 1 to 255 characters, on one line."
+            )
         content, size = item.get("content"), 0
         if not isinstance(content, str) or not content or not _BASE64.fullmatch(content):
             errors.add(f"{path}.content", "Required: the file's content in base64.")
@@ -416,7 +438,8 @@ class SendSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=998),
         required=False,
         help_text="Extra headers; those the message sets itself (From, To, Subject, "
-        "Content-Type, MIME-Version, List-Unsubscribe...) are refused.",
+        "Content-Type, MIME-Version, List-Unsubscribe...) and provider instructions (X-SMTPAPI, "
+        "X-Mailgun-*, X-SES-*, X-PM-*, X-MC-*, X-MSYS-*, X-Postmark-*, X-Resend-*) are refused.",
     )
     attachments = serializers.ListField(
         child=AttachmentSerializer(), required=False, max_length=sending.MAX_ATTACHMENTS

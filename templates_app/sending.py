@@ -3,7 +3,8 @@
 The request does database work only, in one transaction: claim the Idempotency-Key (if any),
 upsert each recipient as a contact, render, and create one ledger row (Message) per recipient
 in state QUEUED holding everything its delivery needs (subject, HTML, text, from, reply-to,
-headers, attachments, marketing or transactional). After the commit a django-q task
+headers, attachments, marketing or transactional; the attachments' content is stored once per
+request, in a SendAttachments row the request's ledger rows share). After the commit a django-q task
 (templates_app.tasks.deliver_messages) delivers the rows through the ledger's own delivery code
 (services._deliver), at most once per row: QUEUED -> SENDING is a conditional update, so two
 tasks for one row send it once.
@@ -12,7 +13,8 @@ A task can be lost (the process died between the commit and the enqueue, or the 
 before it claimed its rows): messages_sweep, run by the clock's sweep, enqueues again the rows
 still QUEUED after QUEUED_RETRY_SECONDS. A row left SENDING (the worker died while sending)
 follows the ledger's rule: sent again with the same key only to a provider that de-duplicates
-on it (EMAIL_PROVIDER_IDEMPOTENT), else marked UNKNOWN and never sent twice.
+on it (EMAIL_PROVIDER_IDEMPOTENT), else marked UNKNOWN and never sent twice. The sweep also
+deletes the attachments' content once no row that may still be delivered or resent needs it.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 from markdown_it import MarkdownIt
 
 from contacts_app.models import Contact, IdempotencyKey
 from contacts_app.services import ContactDataTooLarge, contact_upsert
-from templates_app.models import Message, Template
-from templates_app.rendering import TemplateError, html_to_text, render
+from templates_app.models import Message, SendAttachments, Template
+from templates_app.rendering import TemplateError, _render_deadline, html_to_text, render
 from templates_app.services import (
     SendPermanentError,
     SendTransientError,
@@ -138,11 +140,25 @@ def send_create(
         else:
             prefix = f"api-send:{uuid.uuid4().hex}"
         _contacts_create(request, now)
-        for index, recipient in enumerate(request.recipients):
-            outcome = _record_one(request, recipient, f"{prefix}:{index}")
-            outcomes.append(outcome)
-            if outcome.message_id is not None:
-                queued.append(outcome.message_id)
+        contacts = _contacts_upsert(request)
+        # One deadline (TEMPLATE_RENDER_TIMEOUT_SECONDS) for every recipient's render: the
+        # renders nested in it keep it, so a request can not render for 100 times the limit
+        # while holding its contacts' row locks.
+        with _render_deadline():
+            drafts = [_draft(request, contact) for contact in contacts]
+        shared: SendAttachments | None = None
+        for index, draft in enumerate(drafts):
+            if isinstance(draft, SendOutcome):
+                outcomes.append(draft)
+                continue
+            if request.attachments and shared is None:
+                # The content once per request, not once per recipient (10 MB x 100).
+                shared = SendAttachments.objects.create(items=request.attachments, created_at=now)
+            draft.idempotency_key = f"{prefix}:{index}"
+            draft.attachment_content = shared
+            draft.save(force_insert=True)
+            outcomes.append(SendOutcome(str(draft.contact.pk), draft.contact.email, draft.pk))
+            queued.append(draft.pk)
         if queued:
             transaction.on_commit(lambda: _enqueue(queued))
     return outcomes, now
@@ -170,7 +186,8 @@ def _contacts_create(request: SendRequest, now: datetime) -> None:
     Plunk); an existing contact's subscription is left as it is. INSERT ... ON CONFLICT DO
     NOTHING, so a contact created at the same moment by another request is not changed."""
     subscribed = bool(request.subscribed)
-    emails = list(dict.fromkeys(r.email for r in request.recipients))
+    # Sorted, as the upserts: two sends to A,B and B,A take their locks in one order.
+    emails = sorted({r.email for r in request.recipients})
     Contact.objects.bulk_create(
         [
             Contact(email=email, subscribed=subscribed, data={}, created_at=now, updated_at=now)
@@ -180,14 +197,27 @@ def _contacts_create(request: SendRequest, now: datetime) -> None:
     )
 
 
-def _record_one(request: SendRequest, recipient: Recipient, key: str) -> SendOutcome:
-    data = dict(request.contact_data)
-    if recipient.name:
-        data["name"] = recipient.name
-    try:
-        contact, _ = contact_upsert(email=recipient.email, data=data)
-    except ContactDataTooLarge as exc:
-        raise SendRejected("validation_error", str(exc), {"data": str(exc)}) from None
+def _contacts_upsert(request: SendRequest) -> list[Contact]:
+    """Each recipient's contact with the request's data merged (the row locked until the
+    commit), in the request's order. Locked in order of email, so two concurrent sends to the
+    same people can not deadlock; a recipient listed twice gets the contact as it was after
+    its own upsert, as in the request's order."""
+    contacts: dict[int, Contact] = {}
+    order = sorted(range(len(request.recipients)), key=lambda i: request.recipients[i].email)
+    for index in order:
+        recipient = request.recipients[index]
+        data = dict(request.contact_data)
+        if recipient.name:
+            data["name"] = recipient.name
+        try:
+            contacts[index], _ = contact_upsert(email=recipient.email, data=data)
+        except ContactDataTooLarge as exc:
+            raise SendRejected("validation_error", str(exc), {"data": str(exc)}) from None
+    return [contacts[index] for index in range(len(request.recipients))]
+
+
+def _draft(request: SendRequest, contact: Contact) -> Message | SendOutcome:
+    """The recipient's ledger row, rendered and not saved yet; or the outcome of a refusal."""
     template = request.template
     kind = template.type if template is not None else Template.TRANSACTIONAL
     if kind == Template.MARKETING and not contact.subscribed:
@@ -212,8 +242,7 @@ def _record_one(request: SendRequest, recipient: Recipient, key: str) -> SendOut
     if len(from_email) > (Message._meta.get_field("from_email").max_length or 320):
         problem = "The sender's name and address together are longer than 320 characters."
         raise SendRejected("validation_error", problem, {"name": problem})
-    message = Message.objects.create(
-        idempotency_key=key,
+    return Message(
         contact=contact,
         template=template,
         to_email=contact.email,
@@ -226,9 +255,9 @@ def _record_one(request: SendRequest, recipient: Recipient, key: str) -> SendOut
         email_type=kind,
         reply_to=request.reply_to or (template.reply_to if template is not None else ""),
         headers=request.headers,
-        attachments=request.attachments,
+        # Names and sizes only: the content is stored once per request (SendAttachments).
+        attachments=[{k: v for k, v in a.items() if k != "content"} for a in request.attachments],
     )
-    return SendOutcome(str(contact.pk), contact.email, message.pk)
 
 
 def _render(request: SendRequest, contact: Contact) -> tuple[str, str, str]:
@@ -342,6 +371,7 @@ def messages_sweep(*, now: datetime | None = None) -> int:
     )
     if unknown:
         log.warning("%d API send(s) left unknown by a worker that stopped while sending", unknown)
+    attachments_prune()
     cutoff = now - timedelta(seconds=QUEUED_RETRY_SECONDS)
     with transaction.atomic():
         ids = list(
@@ -358,3 +388,23 @@ def messages_sweep(*, now: datetime | None = None) -> int:
             async_task("templates_app.tasks.deliver_messages", ids[start : start + TASK_SIZE])
     log.warning("re-queued %d API send(s) whose delivery task was lost", len(ids))
     return len(ids)
+
+
+def attachments_prune(*, limit: int = SWEEP_LIMIT) -> int:
+    """Deletes the attachment content (SendAttachments) no ledger row needs any more: none of
+    its rows may still be delivered (queued, sending) or resent (unknown or failed, not resent
+    yet; a row is resent once). Content is not kept once its rows are sent, as before it was
+    shared. Returns how many were deleted."""
+    needed = Message.objects.filter(attachment_content=OuterRef("pk")).filter(
+        Q(status__in=[Message.QUEUED, Message.SENDING])
+        | Q(status__in=Message.RESENDABLE, resends__isnull=True)
+    )
+    ids = list(
+        SendAttachments.objects.filter(~Exists(needed))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    _, deleted = SendAttachments.objects.filter(pk__in=ids).filter(~Exists(needed)).delete()
+    return deleted.get(SendAttachments._meta.label, 0)

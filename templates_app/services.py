@@ -262,6 +262,7 @@ def message_resend(*, message: Message, user: Any) -> Message:
                     reply_to=old.reply_to,
                     headers=old.headers,
                     attachments=old.attachments,
+                    attachment_content_id=old.attachment_content_id,
                 )
         except IntegrityError as exc:
             raise ResendRefused("This message has already been resent.") from exc
@@ -270,7 +271,13 @@ def message_resend(*, message: Message, user: Any) -> Message:
 
 
 def _deliver(message: Message, template: Template | None, contact: Contact) -> Message:
-    email = _build_email(message, template, contact)
+    try:
+        email = _build_email(message, template, contact)
+    except Exception as exc:  # noqa: BLE001 - nothing was sent: the row fails with the reason
+        error = f"Not sent: the email could not be built ({type(exc).__name__}: {exc})"[:2000]
+        message.status, message.error = Message.FAILED, error
+        message.save(update_fields=["status", "error", "updated_at"])
+        raise SendPermanentError(error) from exc
     connection = get_connection()
     try:
         # Nothing of the message has left yet: any failure here is safe to retry.
@@ -379,13 +386,26 @@ def _build_email(message: Message, template: Template | None, contact: Contact) 
         headers=headers,
     )
     email.attach_alternative(message.html, "text/html")
-    for attachment in message.attachments or []:
+    for attachment in _attachments_with_content(message):
         email.attach(_attachment_part(attachment))
     # Read by django-anymail backends (ignored by smtp/console): correlate provider events by
     # an unguessable token, never the row id (see message_find).
     email.metadata = {"message_token": message.token, "idempotency_key": message.idempotency_key}  # type: ignore[attr-defined]
     email.tags = [kind]  # type: ignore[attr-defined]
     return email
+
+
+def _attachments_with_content(message: Message) -> list[dict[str, Any]]:
+    """The row's attachments with their content: from the request's shared SendAttachments
+    (an API send stores it once for all its recipients), or in the row itself (rows recorded
+    before that)."""
+    listed = message.attachments or []
+    if not listed or all("content" in item for item in listed):
+        return listed
+    shared = message.attachment_content
+    if shared is None or len(shared.items) != len(listed):
+        raise ValueError("the attachments' content is no longer stored")
+    return shared.items
 
 
 def _attachment_part(attachment: dict[str, Any]) -> MIMEPart:

@@ -4,6 +4,8 @@ and every refusal (which records nothing)."""
 
 import base64
 import json
+import os
+import time
 from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -18,7 +20,7 @@ from django_q.models import OrmQ
 from contacts_app.models import Contact, Event, IdempotencyKey
 from contacts_app.services import contact_upsert
 from templates_app import sending, tasks
-from templates_app.models import Message, Template
+from templates_app.models import Message, SendAttachments, Template
 from workflows_app.clock import clock_sweep
 
 pytestmark = pytest.mark.django_db
@@ -621,3 +623,290 @@ def test_two_concurrent_sends_with_one_idempotency_key_record_one(secret_key, pg
         thread.join()
     assert sorted(results) == ["duplicate"] * 3 + ["sent"]
     assert Message.objects.count() == 2
+
+
+# --- Attachments: stored once per request ------------------------------------------------------
+
+
+def _stored_attachment_bytes() -> int:
+    """What the ledger holds for attachments: every row's list and every shared content row."""
+    rows = sum(len(json.dumps(a)) for a in Message.objects.values_list("attachments", flat=True))
+    shared = sum(
+        len(json.dumps(i)) for i in SendAttachments.objects.values_list("items", flat=True)
+    )
+    return rows + shared
+
+
+def test_attachments_are_stored_once_per_request_and_reach_every_recipient(
+    send, mailoutbox, admin_user
+):
+    from templates_app.services import message_resend
+
+    data = os.urandom(1024 * 1024)
+    encoded = base64.b64encode(data).decode()
+    recipients = [f"r{n:02}@example.com" for n in range(20)]
+    file = _attachment(filename="report.bin", content=encoded, contentType="application/zip")
+    response = send({"to": recipients, "subject": "s", "body": "b", "attachments": [file]})
+    assert response.status_code == 200, response.content[:500]
+    ids = message_ids(response)
+    assert len(ids) == 20
+    # One copy of the content for the 20 rows (not 20 copies); each row lists name and size.
+    (shared,) = SendAttachments.objects.all()
+    assert set(Message.objects.values_list("attachment_content", flat=True)) == {shared.pk}
+    assert len(encoded) < _stored_attachment_bytes() < 1.1 * len(encoded)
+    assert Message.objects.get(pk=ids[0]).attachments == [
+        {
+            "filename": "report.bin",
+            "contentType": "application/zip",
+            "disposition": "attachment",
+            "contentId": "",
+            "size": len(data),
+        }
+    ]
+    # Queued rows still need it: the sweep keeps it.
+    assert sending.attachments_prune() == 0
+
+    # 19 delivered, each with the attachment; one failed before it could be sent.
+    assert tasks.deliver_messages(ids[:-1]) == 19
+    Message.objects.filter(pk=ids[-1]).update(status=Message.FAILED, error="refused")
+    assert len(mailoutbox) == 19
+    for outgoing in mailoutbox:
+        (part,) = parsed(outgoing).iter_attachments()
+        assert part.get_filename() == "report.bin" and part.get_content() == data
+    sending.messages_sweep()
+    assert SendAttachments.objects.filter(pk=shared.pk).exists()  # the failed row may be resent
+
+    new = message_resend(message=Message.objects.get(pk=ids[-1]), user=admin_user)
+    assert new.status == Message.SENT and new.attachment_content_id == shared.pk
+    (part,) = parsed(mailoutbox[-1]).iter_attachments()
+    assert mailoutbox[-1].to == [recipients[-1]] and part.get_content() == data
+
+    # Everything that points at it is sent (the failed row was resent): the sweep deletes it.
+    sending.messages_sweep()
+    assert SendAttachments.objects.count() == 0
+    assert set(Message.objects.values_list("attachment_content", flat=True)) == {None}
+    assert Message.objects.get(pk=ids[0]).attachments[0]["size"] == len(data)
+    assert _stored_attachment_bytes() < 21 * 200  # names and sizes only
+
+
+def test_the_sweep_keeps_the_content_of_an_unknown_row_until_it_is_resent(send, admin_user):
+    from templates_app.services import message_resend
+
+    response = send(direct(attachments=[_attachment()]))
+    (message_id,) = message_ids(response)
+    Message.objects.filter(pk=message_id).update(status=Message.UNKNOWN)
+    assert sending.attachments_prune() == 0
+    message_resend(message=Message.objects.get(pk=message_id), user=admin_user)
+    assert sending.attachments_prune() == 1
+
+
+def test_a_send_refused_for_every_recipient_stores_no_attachment(send, template):
+    files = [_attachment()]
+    response = send({"to": "a@example.com", "template": template.pk, "attachments": files})
+    assert response.json()["data"]["emails"][0]["error"]["code"] == "unsubscribed"
+    assert SendAttachments.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_a_row_whose_attachment_content_is_gone_fails_instead_of_going_without(send, mailoutbox):
+    (message_id,) = message_ids(send(direct(attachments=[_attachment()])))
+    SendAttachments.objects.all().delete()
+    assert tasks.deliver_messages([message_id]) == 0
+    message = Message.objects.get(pk=message_id)
+    assert message.status == Message.FAILED and "no longer stored" in message.error
+    assert mailoutbox == []
+
+
+def test_an_email_that_can_not_be_built_fails_its_row_and_is_never_left_sending(
+    send, mailoutbox, settings
+):
+    """A bad value that got past validation (an older row, a bug) raises while the email is
+    built: the row is failed with the reason, not left `sending` (then `unknown`: "may have
+    been delivered")."""
+    settings.EMAIL_PROVIDER_IDEMPOTENT = False
+    (message_id,) = message_ids(send(direct()))
+    bad = {**_attachment(filename="a\x0bb.txt"), "size": 2, "disposition": "attachment"}
+    Message.objects.filter(pk=message_id).update(attachments=[bad])
+    assert tasks.deliver_messages([message_id]) == 0
+    message = Message.objects.get(pk=message_id)
+    assert message.status == Message.FAILED, message.error
+    assert "could not be built" in message.error
+    later = timezone.now() + timedelta(seconds=sending.sending_stuck_seconds() + 1)
+    sending.messages_sweep(now=later)
+    assert Message.objects.get(pk=message_id).status == Message.FAILED
+    assert mailoutbox == []
+
+
+def test_the_message_admin_shows_attachment_names_and_sizes_not_their_content(send, admin_client):
+    secret = base64.b64encode(b"top secret content here").decode()
+    response = send(direct(attachments=[_attachment(filename="plan.txt", content=secret)]))
+    (message_id,) = message_ids(response)
+    # A row recorded before the content was shared holds it itself: not shown either.
+    legacy = Message.objects.create(
+        idempotency_key="legacy",
+        contact=Contact.objects.get(),
+        to_email="a@example.com",
+        from_email="x@example.com",
+        subject="s",
+        source=Message.API,
+        attachments=[{**_attachment(filename="old.txt", content=secret), "size": 23}],
+    )
+    for pk, name in ((message_id, "plan.txt"), (legacy.pk, "old.txt")):
+        page = admin_client.get(f"/admin/templates_app/message/{pk}/change/")
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert f"{name} (text/plain, 23" in html  # name, type and size (23 bytes)
+        assert secret not in html
+
+
+# --- Header-breaking characters --------------------------------------------------------------
+
+LINE_BREAKING = ["\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\x01"]
+
+
+def _breaking(field, c):
+    """A body whose `field` holds the character `c`."""
+    if field == "subject":
+        return direct(subject=f"s{c}x")
+    if field == "name":
+        return direct(name=f"Shop{c}Bcc")
+    if field == "from.name":
+        return direct(**{"from": {"name": f"a{c}b", "email": "s@example.com"}})
+    if field == "to.1.name":
+        return direct(to=["b@example.com", {"email": "a@example.com", "name": f"a{c}"}])
+    if field == "headers.X-Note":
+        return direct(headers={"X-Note": f"a{c}Bcc: x@example.com"})
+    attribute = field.rsplit(".", 1)[1]
+    value = {"filename": f"a{c}b.txt", "contentType": f"text/pl{c}ain", "contentId": f"a{c}b"}
+    return direct(attachments=[_attachment(**{attribute: value[attribute]})])
+
+
+@pytest.mark.parametrize("char", LINE_BREAKING)
+@pytest.mark.parametrize(
+    "field",
+    [
+        "subject",
+        "name",
+        "from.name",
+        "to.1.name",
+        "headers.X-Note",
+        "attachments.0.filename",
+        "attachments.0.contentType",
+        "attachments.0.contentId",
+    ],
+)
+def test_a_value_python_would_break_into_lines_is_a_400(send, field, char):
+    response = send(_breaking(field, char))
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["fields"]
+    assert Contact.objects.count() == 0 and Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x1c"])
+def test_an_address_with_a_control_character_is_a_400(send, char):
+    for body, field in (
+        (direct(to=f'"a{char}b"@example.com'), "to"),
+        (direct(reply=f'"a{char}b"@example.com'), "reply"),
+        (direct(**{"from": f'"a{char}b"@example.com'}), "from"),
+    ):
+        response = send(body)
+        assert response.status_code == 400, response.content
+        assert field in response.json()["error"]["fields"]
+    assert Contact.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_a_tab_in_a_header_value_is_fine(send, mailoutbox):
+    response = send(direct(headers={"X-Note": "a\tb"}, subject="s\tt"))
+    assert response.status_code == 200, response.content
+    assert tasks.deliver_messages(message_ids(response)) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-SMTPAPI",
+        "x-smtpapi",
+        "X-Mailgun-Variables",
+        "X-SES-CONFIGURATION-SET",
+        "X-PM-Message-Stream",
+        "X-MC-Template",
+        "X-MSYS-API",
+        "X-Postmark-Server-Token",
+        "X-Resend-Anything",
+    ],
+)
+def test_provider_control_headers_are_refused(send, name):
+    response = send(direct(headers={"X-Order": "1", name: "{}"}))
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["fields"]) == [f"headers.{name}"]
+    assert Message.objects.count() == 0
+
+
+# --- One render deadline per request, contacts locked in order ----------------------------------
+
+# About 0.2-0.3 s to render: well within a 1 s limit once, far past it ten times.
+SLOW_BODY = (
+    "{% for i in (1..9000) %}{{ i | append: 'abc' | upcase | downcase | append: 'x' }}{% endfor %}"
+)
+
+
+def test_one_render_deadline_bounds_the_whole_request(send, settings):
+    settings.TEMPLATE_RENDER_TIMEOUT_SECONDS = 1
+    assert send(direct(body=SLOW_BODY)).status_code == 200  # one render fits in the limit
+    Message.objects.all().delete()
+    Contact.objects.all().delete()
+    recipients = [f"r{n}@example.com" for n in range(10)]
+    started = time.monotonic()
+    response = send({"to": recipients, "subject": "s", "body": SLOW_BODY})
+    assert response.status_code == 400, response.content[:300]
+    assert "longer than 1 s" in response.json()["error"]["fields"]["body"]
+    assert time.monotonic() - started < 3  # stopped at the deadline, not after ten renders
+    assert Contact.objects.count() == 0 and Message.objects.count() == 0
+
+
+def test_the_render_deadline_of_a_template_send_names_template(send, settings):
+    settings.TEMPLATE_RENDER_TIMEOUT_SECONDS = 1
+    slow = Template.objects.create(
+        name="Slow", type=Template.TRANSACTIONAL, subject="s", html=SLOW_BODY, text="t"
+    )
+    recipients = [f"r{n}@example.com" for n in range(10)]
+    response = send({"to": recipients, "template": slow.pk})
+    assert response.status_code == 400, response.content[:300]
+    assert "template" in response.json()["error"]["fields"]
+    assert Message.objects.count() == 0
+
+
+def test_contacts_are_locked_in_order_of_email_and_answered_in_the_request_order(send):
+    from contacts_app.services import contact_upsert as real_upsert
+
+    with mock.patch("templates_app.sending.contact_upsert", wraps=real_upsert) as upsert:
+        response = send(
+            {
+                "to": [
+                    "c@example.com",
+                    {"email": "a@example.com", "name": "First"},
+                    "b@example.com",
+                    {"email": "a@example.com", "name": "Second"},
+                ],
+                "subject": "Hi {{ name }}",
+                "body": "b",
+            }
+        )
+    assert response.status_code == 200, response.content
+    assert [c.kwargs["email"] for c in upsert.call_args_list] == [
+        "a@example.com",
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+    ]
+    emails = response.json()["data"]["emails"]
+    assert [e["contact"]["email"] for e in emails] == [
+        "c@example.com",
+        "a@example.com",
+        "b@example.com",
+        "a@example.com",
+    ]
+    messages = [Message.objects.get(pk=pk) for pk in message_ids(response)]
+    assert [m.to_email for m in messages] == [e["contact"]["email"] for e in emails]
+    assert [m.idempotency_key.rsplit(":", 1)[1] for m in messages] == ["0", "1", "2", "3"]
+    # A recipient listed twice is rendered as after its own upsert, as before.
+    assert [m.subject for m in messages] == ["Hi", "Hi First", "Hi", "Hi Second"]

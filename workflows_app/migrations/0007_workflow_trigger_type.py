@@ -6,26 +6,46 @@ from workflows_app.migration_helpers import SQLITE_TRIGGERS_CREATE, SQLITE_TRIGG
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows_app', '0006_condition_operators'),
+        ("workflows_app", "0006_condition_operators"),
     ]
 
     operations = [
         SQLITE_TRIGGERS_DROP,  # SQLite rebuilds the workflow table (see migration_helpers)
         migrations.AddField(
-            model_name='workflow',
-            name='trigger_type',
-            field=models.CharField(choices=[('event', 'Event (a tracked event starts it)'), ('manual', 'Manual (started for chosen contacts, by the API or the admin)')], default='event', help_text='Fixed once created.', max_length=10),
+            model_name="workflow",
+            name="trigger_type",
+            field=models.CharField(
+                choices=[
+                    ("event", "Event (a tracked event starts it)"),
+                    ("manual", "Manual (started for chosen contacts, by the API or the admin)"),
+                ],
+                default="event",
+                help_text="Fixed once created.",
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='workflow',
-            name='trigger_event',
-            field=models.CharField(blank=True, help_text='The tracked event that starts this workflow (empty for a manual trigger). Fixed once created.', max_length=255),
+            model_name="workflow",
+            name="trigger_event",
+            field=models.CharField(
+                blank=True,
+                help_text="The tracked event that starts this workflow (empty for a manual trigger). Fixed once created.",
+                max_length=255,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='workflow',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('trigger_type', 'event'), models.Q(('trigger_event', ''), _negated=True)), models.Q(('trigger_event', ''), ('trigger_type', 'manual')), _connector='OR'), name='workflow_trigger_matches_type'),
+            model_name="workflow",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("trigger_type", "event"), models.Q(("trigger_event", ""), _negated=True)
+                    ),
+                    models.Q(("trigger_event", ""), ("trigger_type", "manual")),
+                    _connector="OR",
+                ),
+                name="workflow_trigger_matches_type",
+            ),
         ),
         SQLITE_TRIGGERS_CREATE,
     ]
