@@ -11,19 +11,43 @@ from gunicorn.glogging import Logger
 # This file is read before gunicorn puts the project on the import path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from config.logcontext import (  # noqa: E402
+    ContextFilter,
+    JsonFormatter,
+    log_context,
+    log_format,
+)
 from config.redact import RedactFilter  # noqa: E402
+
+# The same choice as Django's settings (a typo stops the start-up there too).
+LOG_FORMAT = log_format(os.environ.get("LOG_FORMAT"))
 
 
 class RedactingLogger(Logger):
     """gunicorn's logger, with the tokens of the contact's pages (unsubscribe, subscribe,
     manage) removed from the access log (request line, Referer) and the error log ("Error
-    handling request /unsubscribe/...")."""
+    handling request /unsubscribe/..."); with LOG_FORMAT=json, both write JSON lines, an
+    access line with its request's id."""
 
     def setup(self, cfg):
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             if not any(isinstance(f, RedactFilter) for f in log.filters):
                 log.addFilter(RedactFilter())
+            if LOG_FORMAT == "json":
+                if not any(isinstance(f, ContextFilter) for f in log.filters):
+                    log.addFilter(ContextFilter())
+                for handler in log.handlers:
+                    if getattr(handler, "_gunicorn", False):
+                        handler.setFormatter(JsonFormatter())
+
+    def access(self, resp, req, environ, request_time):
+        # Written after Django is done with the request: its id is taken from the reply.
+        request_id = next(
+            (value for name, value in resp.headers if name.lower() == "x-request-id"), None
+        )
+        with log_context(request_id=request_id):
+            super().access(resp, req, environ, request_time)
 
 
 logger_class = RedactingLogger

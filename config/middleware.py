@@ -1,15 +1,18 @@
 """Refuses input no view can use (NUL in a query string, a malformed admin selection) with a
-400 instead of a 500."""
+400 instead of a 500; gives every request an id for its log lines."""
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Callable
 
 from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
+from config.logcontext import log_context
 from contacts_app.api_errors import error_body
 
 log = logging.getLogger(__name__)
@@ -85,4 +88,27 @@ class RateLimitHeadersMiddleware:
         if rate is not None:
             for name, value in rate.headers().items():
                 response.headers.setdefault(name, value)
+        return response
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id, on each log line written while it is handled (config/
+    logcontext.py) and in the X-Request-ID reply header. A proxy's or client's X-Request-ID
+    is kept when it is sane (<= 200 of [A-Za-z0-9._-]), so one id follows a call across
+    services; anything else is replaced, never written to a log."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        with log_context(request_id=request_id):
+            response = self.get_response(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
         return response

@@ -10,6 +10,8 @@ import anymail
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logcontext import log_format
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -85,6 +87,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every line logged while a request is handled carries its id (X-Request-ID).
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything that may answer: a browser's preflight to /v1/track gets its CORS reply.
     "corsheaders.middleware.CorsMiddleware",
@@ -382,15 +386,49 @@ if ENGINE_LEASE_SECONDS < 2 * ENGINE_STEP_BOUND_SECONDS:
         "WEBHOOK_MAX_TIMEOUT_SECONDS and EMAIL_TIMEOUT. Raise it, or lower those."
     )
 
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message, exception, and the
+# request id or the execution/workflow/step the line is about), for every process.
+try:
+    LOG_FORMAT = log_format(env("LOG_FORMAT", "text"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+_log_handler = ["console"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Unsubscribe tokens are credentials: never written (e.g. "Bad Request: /unsubscribe/...").
-    "filters": {"redact": {"()": "config.redact.RedactFilter"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logcontext.JsonFormatter"},
     },
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # Unsubscribe tokens are credentials: never written (e.g. "Bad Request: /unsubscribe/...").
+    # Redaction first, so the JSON line's message and exception are the redacted ones.
+    "filters": {
+        "redact": {"()": "config.redact.RedactFilter"},
+        "context": {"()": "config.logcontext.ContextFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["redact", "context"],
+        }
+    },
+    "root": {"handlers": _log_handler, "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        **(
+            {
+                # Loggers with a handler of their own (Django's development-only console,
+                # runserver's), so that their lines are JSON too, written once.
+                "django": {"handlers": _log_handler, "propagate": False},
+                "django.server": {"handlers": _log_handler, "propagate": False},
+                "py.warnings": {"handlers": _log_handler, "propagate": False},
+            }
+            if LOG_FORMAT == "json"
+            else {}
+        ),
+    },
 }
+if LOG_FORMAT == "json":
+    # Python's warnings are written to stderr as they are; as JSON lines through logging.
+    LOGGING_CONFIG = "config.logcontext.configure_logging"

@@ -143,7 +143,8 @@ def test_the_valid_email_providers_start(tmp_path, provider):
 @pytest.mark.django_db
 def test_healthz_answers_200_when_the_database_answers(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"ok": True, "database": "ok"}
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "database": "ok", "migrations": "ok"}
 
 
 # --- gunicorn ---------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def test_unsubscribe_tokens_never_reach_the_logs_and_instances_keep_their_own_so
         DATABASE_URL=test_database_url(),
         GUNICORN_CONTROL_SOCKET=str(own_socket),
     )
-    assert a.get("/healthz").json() == {"ok": True, "database": "ok"}
+    assert a.get("/healthz").json() == {"ok": True, "database": "ok", "migrations": "ok"}
     assert b.get("/healthz").status_code == 200
     # HTTPS only: plain HTTP is redirected, HTTPS (as the proxy reports it) gets HSTS.
     plain = requests.get(f"{a.url}/admin/login/", timeout=30, allow_redirects=False)

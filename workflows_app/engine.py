@@ -25,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from config.logcontext import log_context
 from contacts_app.models import Contact, Event
 from workflows_app import shutdown
 from workflows_app.graph import step_document_config
@@ -497,7 +498,9 @@ class _Advance:
                 if run.pk is None:
                     self.record(run)
                 self.commit()
-            if self.visit(step, run):
+            with log_context(step_key=step.key):
+                done = self.visit(step, run)
+            if done:
                 return
 
     def visit(self, step: GraphStep, run: StepRun) -> bool:
@@ -579,6 +582,13 @@ def execution_advance(
     )
     if ex is None or ex.status != RUNNING or (ex.wake_at is not None and ex.wake_at > now):
         return ""
+    # Every line logged while this run moves names it; the block ends with the pass, so nothing
+    # carries over to the next run the worker takes.
+    with log_context(execution_id=ex.pk, workflow_id=ex.workflow_id):
+        return _advance(ex, now)
+
+
+def _advance(ex: Execution, now: datetime) -> str:
     try:
         graph = graph_for(ex.workflow)
     except Exception as exc:  # noqa: BLE001 - e.g. a config saved before a rule tightened
@@ -638,11 +648,12 @@ def executions_advance(ids: list[int]) -> dict[str, int]:
             outcome["released"] = outcome.get("released", 0) + released
             log.info("stopping: handed back %d run(s) not started", released)
             break
-        try:
-            status = execution_advance(pk, loaded=rows.get(pk)) if pk in rows else ""
-        except Exception:  # noqa: BLE001
-            log.exception("advancing execution %s failed; the sweep will retry it", pk)
-            status = "error"
+        with log_context(execution_id=pk):
+            try:
+                status = execution_advance(pk, loaded=rows.get(pk)) if pk in rows else ""
+            except Exception:  # noqa: BLE001
+                log.exception("advancing execution %s failed; the sweep will retry it", pk)
+                status = "error"
         outcome[status or "untouched"] = outcome.get(status or "untouched", 0) + 1
     return outcome
 
