@@ -49,6 +49,10 @@ def email_error(email: str) -> str:
         return f"At most {MAX_LENGTH} characters."
     if unstorable(email):
         return "Must not contain NUL characters or invalid Unicode."
+    # A quoted local part may hold almost anything; control characters and line separators
+    # (\x0b, \x85, \u2028...) would break the To: header of every email sent to it.
+    if email.splitlines() != [email] or any(unicodedata.category(c) == "Cc" for c in email):
+        return "Must not contain control characters or line breaks."
     local, at, domain = email.rpartition("@")
     if not at or not local:
         return "Not a valid email address."
