@@ -20,7 +20,14 @@ from rest_framework.views import APIView
 from contacts_app.api_errors import ApiError
 from contacts_app.api_schema import error_responses
 from contacts_app.models import Contact, Event
-from contacts_app.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PagePagination, query_int
+from contacts_app.pagination import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    PagePagination,
+    PageQuery,
+    StrictQuery,
+    query_int,
+)
 from contacts_app.safejson import unstorable
 from contacts_app.services import normalize_email
 
@@ -56,32 +63,7 @@ def _storable(value: str) -> None:
         raise serializers.ValidationError(f"Not usable: {problem}.")
 
 
-class StrictQuery(serializers.Serializer):
-    """Query parameters: an unknown one is refused, and so is one given empty (`?page=`)
-    unless its field allows blank (DRF would take it as absent); the error names them.
-    `aliases` maps Plunk's names to ours (each documented as its own parameter)."""
-
-    aliases: dict[str, str] = {}
-
-    def to_internal_value(self, data):
-        data = {key: data.get(key) for key in data}
-        unknown = {key: "Unknown parameter." for key in data if key not in self.fields}
-        empty = {
-            name: "May not be empty."
-            for name, field in self.fields.items()
-            if data.get(name) == "" and not getattr(field, "allow_blank", False)
-        }
-        if unknown or empty:
-            raise serializers.ValidationError({**unknown, **empty})
-        validated = super().to_internal_value(data)
-        for theirs, ours in self.aliases.items():
-            value = validated.pop(theirs, None)
-            if value is not None and ours not in data:
-                validated[ours] = value
-        return validated
-
-
-class PageQuery(StrictQuery):
+class EventPageQuery(PageQuery):
     aliases = {"limit": "pageSize"}
 
     page = serializers.IntegerField(
@@ -116,8 +98,8 @@ class PeriodQuery(StrictQuery):
         return fields
 
 
-class EventListQuery(PageQuery, PeriodQuery):
-    aliases = {**PageQuery.aliases, **PeriodQuery.aliases, "eventName": "name"}
+class EventListQuery(EventPageQuery, PeriodQuery):
+    aliases = {**EventPageQuery.aliases, **PeriodQuery.aliases, "eventName": "name"}
 
     name = serializers.CharField(
         max_length=255,
@@ -159,7 +141,7 @@ class EventPagination(PagePagination):
         )
 
     def page_of(self, queryset, *, page: int, page_size: int) -> list:
-        """The page of already validated numbers (PageQuery's)."""
+        """The page of already validated numbers (EventPageQuery's)."""
         self.page, self.page_size = page, page_size
         start = (self.page - 1) * self.page_size
         self.total = queryset[:MAX_COUNTED].count()
@@ -275,12 +257,12 @@ class ContactEventsView(APIView):
         summary="A contact's events",
         operation_id="events_contact_list",
         description="Newest first (Plunk's GET /events/contact/:contactId).",
-        parameters=[PageQuery],
+        parameters=[EventPageQuery],
         responses={200: EVENT_PAGE, **error_responses(400, 404)},
         examples=[_PAGE_EXAMPLE],
     )
     def get(self, request, contact_id):
-        paging = PageQuery(data=request.query_params)
+        paging = EventPageQuery(data=request.query_params)
         paging.is_valid(raise_exception=True)
         if not Contact.objects.filter(pk=contact_id).exists():
             raise ApiError(404, "not_found", f"No contact with id {contact_id}.")

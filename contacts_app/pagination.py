@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rest_framework import serializers
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
@@ -99,3 +100,37 @@ class PagePagination(BasePagination):
                 },
             },
         ]
+
+
+class StrictQuery(serializers.Serializer):
+    """Query parameters: an unknown one is refused, and so is one given empty (`?page=`)
+    unless its field allows blank (DRF would take it as absent); the error names them.
+    `aliases` maps Plunk's names to ours (each documented as its own parameter)."""
+
+    aliases: dict[str, str] = {}
+
+    def to_internal_value(self, data):
+        data = {key: data.get(key) for key in data}
+        unknown = {key: "Unknown parameter." for key in data if key not in self.fields}
+        empty = {
+            name: "May not be empty."
+            for name, field in self.fields.items()
+            if data.get(name) == "" and not getattr(field, "allow_blank", False)
+        }
+        if unknown or empty:
+            raise serializers.ValidationError({**unknown, **empty})
+        validated = super().to_internal_value(data)
+        for theirs, ours in self.aliases.items():
+            value = validated.pop(theirs, None)
+            if value is not None and ours not in data:
+                validated[ours] = value
+        return validated
+
+
+class PageQuery(StrictQuery):
+    """`?page=&pageSize=` as a query serializer (documented by drf-spectacular)."""
+
+    page = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000, default=1)
+    pageSize = serializers.IntegerField(  # noqa: N815 - Plunk's name
+        required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
+    )

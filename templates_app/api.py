@@ -12,9 +12,8 @@ from rest_framework.views import APIView
 
 from contacts_app.api_errors import ApiError
 from contacts_app.api_schema import error_responses, ok
-from contacts_app.events_api import StrictQuery
 from contacts_app.models import Contact
-from contacts_app.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PagePagination
+from contacts_app.pagination import PagePagination, PageQuery
 from contacts_app.services import normalize_email
 from templates_app.models import Template
 from templates_app.rendering import TemplateError
@@ -76,13 +75,6 @@ _REPLY_EXAMPLE = OpenApiExample(
 )
 _IN_USE = "template_in_use: a workflow step uses the template (the message names the workflows)."
 _NAME_TAKEN = "name_taken: another template has this name."
-
-
-class PageQuery(StrictQuery):
-    page = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000, default=1)
-    pageSize = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
-    )
 
 
 class TemplateListParams(PageQuery, TemplateListQuery):

@@ -11,7 +11,7 @@ from typing import Any
 from rest_framework import serializers
 
 from contacts_app import safejson
-from contacts_app.events_api import StrictQuery
+from contacts_app.pagination import StrictQuery
 from templates_app.models import Template
 
 TYPES = (Template.MARKETING, Template.TRANSACTIONAL)
