@@ -283,6 +283,13 @@ class ContactJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_view_permission(self, request, obj=None):
+        # A job's result names contacts (refused rows, their addresses): contact data, so it
+        # takes the contact permission too.
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            "contacts_app.view_contact"
+        )
+
     @admin.display(description="Progress")
     def progress_shown(self, obj):
         return f"{obj.progress}% ({obj.done} of {obj.total})"

@@ -143,7 +143,9 @@ def test_the_job_list_is_read_only():
     job = ContactJob.objects.create(kind=ContactJob.IMPORT, total=2, done=1, csv_text="email\n")
     client = Client()
     client.force_login(
-        staff_user("ops", "contacts_app.view_contactjob", "contacts_app.delete_contactjob")
+        staff_user(
+            "ops", "contacts_app.view_contactjob", "contacts_app.delete_contactjob", VIEW_CONTACT
+        )
     )
     listing = client.get("/admin/contacts_app/contactjob/")
     assert listing.status_code == 200 and "50% (1 of 2)" in listing.text
@@ -153,3 +155,19 @@ def test_the_job_list_is_read_only():
     assert client.get("/admin/contacts_app/contactjob/add/").status_code == 403
     assert client.post(f"/admin/contacts_app/contactjob/{job.pk}/delete/").status_code == 403
     assert ContactJob.objects.filter(pk=job.pk).exists()
+
+
+def test_the_job_list_shows_contact_data_only_to_who_may_view_contacts():
+    job = ContactJob.objects.create(
+        kind=ContactJob.IMPORT,
+        total=1,
+        result={"errors": [{"line": 2, "email": "secret@example.com", "message": "x"}]},
+    )
+    jobs_only = Client()
+    jobs_only.force_login(staff_user("jobs", "contacts_app.view_contactjob"))
+    assert jobs_only.get("/admin/contacts_app/contactjob/").status_code == 403
+    assert jobs_only.get(f"/admin/contacts_app/contactjob/{job.pk}/change/").status_code == 403
+    both = Client()
+    both.force_login(staff_user("both", "contacts_app.view_contactjob", VIEW_CONTACT))
+    page = both.get(f"/admin/contacts_app/contactjob/{job.pk}/change/")
+    assert page.status_code == 200 and "secret@example.com" in page.text
