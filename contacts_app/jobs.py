@@ -25,8 +25,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DataError, IntegrityError, OperationalError, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
+from config.broker import enqueue
 from contacts_app.jobs_csv import (
     IMPORT_MAX_BYTES,
     CsvLayout,
@@ -78,9 +78,10 @@ def _stall_seconds() -> int:
 
 
 def _enqueue(job_id: Any) -> None:
-    """Queues the job's task in the caller's transaction: on the ORM broker the queue row
-    commits, or rolls back, with the job. (In django-q2's sync mode the task runs right here.)"""
-    async_task(TASK, str(job_id), task_name=f"contact-job-{job_id}")
+    """Queues the job's task with the caller's transaction: on the ORM broker the queue row
+    commits, or rolls back, with the job; on Redis it is pushed once the job is committed
+    (config/broker.py). In django-q2's sync mode the task runs right here."""
+    enqueue(TASK, str(job_id), task_name=f"contact-job-{job_id}")
 
 
 def contact_import_start(*, content: bytes, filename: str = "", by: str = "") -> ContactJob:

@@ -10,9 +10,12 @@ still to do), nothing else.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
+
+from config.broker import broker_is_database
+from workflows_app.queue import queue_depth
 
 
 class ReadOnlyMixin:
@@ -41,6 +44,26 @@ class QueueAdmin(ReadOnlyMixin, q_admin.QueueAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # a queued task is an execution's next step
 
+    def get_queryset(self, request):
+        if broker_is_database():
+            return super().get_queryset(request)
+        return OrmQ.objects.none()  # rows left from before the switch are no one's queue
+
+    def changelist_view(self, request, extra_context=None):
+        # On Redis (Q_BROKER_URL) the queue is not in this table: an empty list would say
+        # "nothing queued" whatever the truth, so the page says where the queue is and its depth.
+        if not broker_is_database():
+            try:
+                depth = f"{queue_depth()} task(s) waiting for a worker"
+            except Exception as exc:  # noqa: BLE001 - the page still loads, saying why
+                depth = f"its depth is unknown: Redis did not answer ({exc.__class__.__name__})"
+            messages.info(
+                request,
+                f"Tasks are queued in Redis (Q_BROKER_URL), not in the database, so they are not "
+                f"listed here: {depth}.",
+            )
+        return super().changelist_view(request, extra_context)
+
 
 for model, model_admin in (
     (Schedule, ScheduleAdmin),
@@ -49,7 +72,7 @@ for model, model_admin in (
     (OrmQ, QueueAdmin),
 ):
     # Importing django_q.admin above registered its own classes (OrmQ only on the database
-    # broker); each is replaced, none is added.
+    # broker); each is replaced. The queue's page is there on Redis too, saying where it is.
     if admin.site.is_registered(model):
         admin.site.unregister(model)
-        admin.site.register(model, model_admin)
+    admin.site.register(model, model_admin)

@@ -145,11 +145,12 @@ class Stack:
         self.expected_dead.discard(name)
         return proc
 
-    def start_worker(self) -> None:
-        self.start("qcluster", [PYTHON, "manage.py", "qcluster"])
+    def start_worker(self, name: str = "qcluster") -> None:
+        """`name` tells several clusters apart (its log file, kill(name))."""
+        self.start(name, [PYTHON, "manage.py", "qcluster"])
 
-    def start_clock(self) -> None:
-        self.start("clock", [PYTHON, "manage.py", "clock"])
+    def start_clock(self, name: str = "clock") -> None:
+        self.start(name, [PYTHON, "manage.py", "clock"])
 
     def start_web(self) -> None:
         port = free_port()
