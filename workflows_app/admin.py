@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from contacts_app.admin import ContactAdmin as BaseContactAdmin
 from contacts_app.models import Contact
 from workflows_app import (
+    admin_system,  # noqa: F401 - registers the System page
     admin_tasks,  # noqa: F401 - replaces django-q2's admin with a read-only one
     admin_views,
     engine,

@@ -1,4 +1,5 @@
 import secrets
+from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
@@ -261,3 +262,48 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_key}: {self.status}"
+
+
+class ProcessHeartbeat(models.Model):
+    """A worker (`manage.py qcluster`) or clock process that says it is alive: it writes its row
+    every HEARTBEAT_SECONDS and deletes it on a clean stop, so a row that stops moving is a
+    process that died (workflows_app/heartbeats.py says when it counts as late or dead)."""
+
+    WORKER = "worker"
+    CLOCK = "clock"
+    KIND_CHOICES = [(WORKER, "Worker"), (CLOCK, "Clock")]
+
+    # One per process start (host and pid alone repeat: every container's first process is 1).
+    key = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    name = models.CharField(max_length=100, blank=True, help_text="The cluster's name.")
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    # The process's own HEARTBEAT_SECONDS: its lateness is judged by the pace it promised.
+    interval_seconds = models.PositiveIntegerField()
+
+    # Late after this many intervals without a heartbeat (one missed, or a slow iteration),
+    # presumed dead after this many (three missed).
+    LATE_AFTER_INTERVALS = 2
+    DEAD_AFTER_INTERVALS = 4
+
+    class Meta:
+        ordering = ["kind", "host", "pid"]
+        verbose_name_plural = "system"  # the admin's System page lists these rows
+        # Only the System page's own permission: rows are written by the processes themselves.
+        default_permissions = ()
+        permissions = [("view_system", "Can view the System page (processes and backlog)")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.host}:{self.pid}"
+
+    def health(self, now: datetime) -> str:
+        """Whether the process is "ok", "late" or "dead", by the time since its last heartbeat."""
+        silent = (now - self.last_seen).total_seconds()
+        if silent > self.DEAD_AFTER_INTERVALS * self.interval_seconds:
+            return "dead"
+        if silent > self.LATE_AFTER_INTERVALS * self.interval_seconds:
+            return "late"
+        return "ok"

@@ -31,6 +31,8 @@ from django.core.management.base import BaseCommand
 from django_q import cluster as q_cluster
 
 from workflows_app import shutdown
+from workflows_app.heartbeats import Heartbeat
+from workflows_app.models import ProcessHeartbeat
 
 
 class _Sentinel(q_cluster.Sentinel):
@@ -74,13 +76,18 @@ class Command(BaseCommand):
         cluster.sentinel = sentinel
         sentinel.start()
         self.stdout.write(f"qcluster {cluster.name} starting (pid {os.getpid()})")
+        # Written from here, after the fork, so no child inherits its database connection.
+        heartbeat = Heartbeat(ProcessHeartbeat.WORKER, name=cluster.name)
         announced = False
         while not signals and sentinel.is_alive():
             if not announced and start_event.is_set():
                 self.stdout.write(f"qcluster {cluster.name} running")
                 announced = True
+            if announced:
+                heartbeat.beat_if_due()
             time.sleep(0.1)
         if not signals:
+            heartbeat.stop()
             self.stderr.write(f"qcluster: the sentinel exited with code {sentinel.exitcode}")
             raise SystemExit(1)
         name = signal.Signals(signals[0]).name
@@ -90,4 +97,5 @@ class Command(BaseCommand):
         if sentinel.is_alive():
             stop_event.set()
             sentinel.join()
+        heartbeat.stop()
         self.stdout.write(f"qcluster {cluster.name} stopped in {time.monotonic() - started:.1f} s")
