@@ -60,3 +60,11 @@ if control_socket_path:
     control_socket = control_socket_path
 else:
     control_socket_disable = True
+
+
+def child_exit(server, worker):
+    """A worker ended (crash, timeout, max_requests, reload): fold its metrics files into the
+    archive now (config/metrics.py); the next scrape would, this keeps the folder small."""
+    from config.metrics import process_exited
+
+    process_exited(worker.pid)

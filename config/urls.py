@@ -9,6 +9,7 @@ from django.urls import include, path
 from django.views.defaults import bad_request, page_not_found, permission_denied, server_error
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView
 
+from config.metrics import metrics_view
 from contacts_app import views as contact_views
 from contacts_app.api_errors import error_body
 from templates_app.webhooks import inbound_webhook, tracking_webhook
@@ -89,6 +90,8 @@ urlpatterns = [
     path("subscribe/<str:token>", contact_views.subscribe, name="subscribe"),
     path("manage/<str:token>", contact_views.manage, name="manage"),
     path("healthz", healthz),
+    # Prometheus, outside /v1/: METRICS_TOKEN, not an API key (config/metrics.py).
+    path("metrics", metrics_view),
     # The configured provider's tracking webhook only, e.g. /anymail/postmark/tracking/; it
     # refuses everything until its secrets are set (templates_app/webhooks.py).
     path("anymail/<str:provider>/tracking/", tracking_webhook, name="provider-tracking"),

@@ -19,6 +19,7 @@ from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config import metrics
 from contacts_app.models import Contact
 from contacts_app.services import (
     contact_set_subscribed,
@@ -277,6 +278,7 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
         error = f"Not sent: the email could not be built ({type(exc).__name__}: {exc})"[:2000]
         message.status, message.error = Message.FAILED, error
         message.save(update_fields=["status", "error", "updated_at"])
+        metrics.email_result(Message.FAILED)
         raise SendPermanentError(error) from exc
     connection = get_connection()
     try:
@@ -285,6 +287,7 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
     except Exception as exc:  # noqa: BLE001 - the provider could not be reached
         error = f"{type(exc).__name__}: {exc}"[:2000]
         _release(message, error)
+        metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
         raise SendTransientError(error) from exc
     email.connection = connection
     try:
@@ -300,14 +303,17 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
                 f"The send was interrupted ({error}); not sent again to avoid a duplicate."
             )
             message.save(update_fields=["status", "error", "updated_at"])
+            metrics.email_result(Message.UNKNOWN)
             return message
         if _is_transient(exc):
             # Refused before acceptance (or a provider that de-duplicates on our key): free
             # the key so the retry can send.
             _release(message, error)
+            metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
             raise SendTransientError(error) from exc
         message.status, message.error = Message.FAILED, error
         message.save(update_fields=["status", "error", "updated_at"])
+        metrics.email_result(Message.FAILED)
         raise SendPermanentError(error) from exc
     finally:
         with contextlib.suppress(Exception):
@@ -324,6 +330,7 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
     message.save(
         update_fields=["status", "provider_message_id", "sent_at", "attachments", "updated_at"]
     )
+    metrics.email_result(Message.SENT)
     system_event_record(
         contact_id=message.contact_id,
         name="email.sent",

@@ -10,6 +10,7 @@ from rest_framework import serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from config import metrics
 from contacts_app.api_errors import ApiError
 from contacts_app.api_schema import error_responses
 from contacts_app.auth import IsAnyKey
@@ -166,6 +167,11 @@ class TrackView(APIView):
             content_type="application/json",
             headers=headers,
         )
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Every answer passes here, refusals included (no key: 401, bad body: 400, 429 ...).
+        metrics.track_request(response.status_code)
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def perform_content_negotiation(self, request, force=False):
         # The usual Accept headers get JSON without running DRF's negotiation (about a tenth of

@@ -7,6 +7,7 @@ from django.conf import settings
 from pydantic import AnyHttpUrl, Field, TypeAdapter, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from config import metrics
 from templates_app.rendering import TemplateError, render_json, render_typed_json
 from templates_app.services import template_variables
 from workflows_app.outbound import Refused, post_json
@@ -167,15 +168,20 @@ class Webhook(StepType):
                 at=ctx.now,
             )
         except Refused as exc:
+            metrics.webhook_call("refused")
             raise StepFailed(f"refused: {exc}") from exc
         except requests.RequestException as exc:
+            metrics.webhook_call("retry")
             self.retry(ctx, f"{type(exc).__name__}: {exc}")
         if reply.status in RETRY_STATUSES or reply.status >= 500:
+            metrics.webhook_call("retry")
             self.retry(
                 ctx, f"HTTP {reply.status}: {reply.snippet()}", reply.headers.get("retry-after")
             )
         if reply.status >= 300:
+            metrics.webhook_call("failed")
             raise StepFailed(f"HTTP {reply.status}: {reply.snippet()}")
+        metrics.webhook_call("success")
         # Only what jsonb can store is kept (NaN, NUL characters ... would otherwise make every
         # write of the run fail and leave it RUNNING); the notes say what was changed.
         parsed = reply.parse()
