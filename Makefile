@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: run test install canvas lint typecheck bench-track bench-engine clean
+.PHONY: run test install canvas lint typecheck bench bench-track bench-engine bench-send clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -51,6 +51,17 @@ bench-track: install
 
 bench-engine: install
 	.venv/bin/python bench/engine.py
+
+bench-send: install
+	.venv/bin/python bench/send.py
+
+# Every benchmark, one after another, each printing its figures next to the goals of the issues
+# (README, Benchmarks). About 15-20 minutes on 2 cores: track 4-5, engine 6-8, send about 4
+# (10 when sends do not overlap). Each creates its own database and drops it.
+bench: install
+	.venv/bin/python bench/track.py
+	.venv/bin/python bench/engine.py
+	.venv/bin/python bench/send.py
 
 clean:
 	rm -rf .venv .tools staticfiles node_modules static/dist
