@@ -5,12 +5,17 @@ import pkgutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anymail
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.logcontext import log_format
+
+# Before any app loads: prometheus_client chooses its multiprocess mode when first imported (and
+# django-q2 imports it), so config.metrics sets PROMETHEUS_MULTIPROC_DIR (or its default) first.
+from config.metrics import MULTIPROC_DIR as PROMETHEUS_MULTIPROC_DIR  # noqa: F401
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,6 +54,26 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis URL, or "" when unset. Anything else stops the start-up with an error naming the
+    variable but not repeating its value, which may hold a password."""
+    value = env(name).strip()
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        valid = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ImproperlyConfigured(
+            f"{name} must be a Redis URL, redis://[:password@]host[:port][/db] or rediss://... "
+            "(TLS); leave it unset for the database broker."
+        )
+    return value
 
 
 DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
@@ -140,6 +165,11 @@ if DATABASE_URL:
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # The same backend, with a health check that polls the socket instead of a round trip.
         DATABASES["default"]["ENGINE"] = "config.pgbackend"
+    # Behind a pooler in transaction mode (PgBouncer): a server-side cursor (QuerySet.iterator)
+    # would be read on a server connection other than the one that opened it. Off there.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+        "DATABASE_DISABLE_SERVER_SIDE_CURSORS", False
+    )
 else:
     DATABASES = {
         "default": {
@@ -186,7 +216,7 @@ if SECURE_PROXY_SSL_HEADER_ENABLED:
 PROXY_COUNT = env_int("PROXY_COUNT", 1 if SECURE_PROXY_SSL_HEADER_ENABLED else 0)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 # A load balancer's health check may come over plain HTTP from inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 # HSTS is remembered by browsers for SECURE_HSTS_SECONDS: turn it on once HTTPS works.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
@@ -282,17 +312,50 @@ BENCH_REFERENCE_ENDPOINT = env_bool("BENCH_REFERENCE_ENDPOINT", False)
 
 # --- Engine -----------------------------------------------------------------------------------
 ENGINE_MAX_STEPS_PER_ADVANCE = env_int("ENGINE_MAX_STEPS_PER_ADVANCE", 100)
-ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 300)
+# How long a worker holds a run it claimed before the clock hands it to another worker. Short,
+# so the runs of a killed worker go on within a minute; renewed (a heartbeat) while a task runs.
+ENGINE_LEASE_SECONDS = env_int("ENGINE_LEASE_SECONDS", 45)
+# How often that renewal happens (seconds; default an eighth of the lease).
+ENGINE_HEARTBEAT_SECONDS: float = env_int("ENGINE_HEARTBEAT_SECONDS", 0) or max(
+    ENGINE_LEASE_SECONDS / 8, 0.25
+)
+# Side-effect steps (emails, webhooks) of one worker task run this many at a time, each in its
+# own thread with its own database connection: a worker process holds up to this many more.
+ENGINE_CONCURRENCY = env_int("ENGINE_CONCURRENCY", 16)
 CLOCK_INTERVAL_MS = env_int("CLOCK_INTERVAL_MS", 200)
 CLOCK_BATCH_SIZE = env_int("CLOCK_BATCH_SIZE", 200)
 CLOCK_SWEEP_SECONDS = env_int("CLOCK_SWEEP_SECONDS", 60)
+# How often a clock makes the runs of a vanished worker (lease over) due again.
+CLOCK_RECOVER_SECONDS = env_int("CLOCK_RECOVER_SECONDS", 5)
 # The clock stops claiming while this many tasks wait for a worker (back-pressure).
 CLOCK_MAX_QUEUED_TASKS = env_int("CLOCK_MAX_QUEUED_TASKS", 40)
+# Every worker (qcluster) and clock process records that it is alive this often; the System
+# page shows a process late after two intervals without one, dead after four.
+HEARTBEAT_SECONDS = env_int("HEARTBEAT_SECONDS", 10)
 
-# --- Background worker (django-q2, database broker) -------------------------------------------
-Q_CLUSTER = {
+# --- Metrics (GET /metrics, README: "Metrics") -----------------------------------------------
+# Set: Prometheus scrapes with `Authorization: Bearer <METRICS_TOKEN>`. Unset: /metrics answers
+# only requests from this host (loopback, after PROXY_COUNT).
+METRICS_TOKEN = env("METRICS_TOKEN")
+
+# --- Background worker (django-q2) -----------------------------------------------------------
+# The task broker. Unset: the database (a task commits, or rolls back, with the work it names).
+# redis://[:password@]host:port/db or rediss://... (TLS): Redis, for when one table polled by
+# every worker becomes the bottleneck. Redis holds no acknowledgement: a task whose worker dies
+# is lost, and its runs come back through the lease sweep (config/broker.py says more).
+Q_BROKER_URL = env_redis_url("Q_BROKER_URL")
+# A Redis that stops answering (a network partition) must not hang a clock, a worker or a web
+# request for ever: each call gives up after these seconds, unless the URL sets its own.
+_redis = urlsplit(Q_BROKER_URL)
+_redis_query = {"socket_connect_timeout": "5", "socket_timeout": "10"}
+_redis_query.update(parse_qsl(_redis.query))
+Q_CLUSTER: dict[str, Any] = {
     "name": "lifecycle",
-    "orm": "default",
+    **(
+        {"redis": urlunsplit(_redis._replace(query=urlencode(_redis_query)))}
+        if Q_BROKER_URL
+        else {"orm": "default"}
+    ),
     "workers": env_int("Q_WORKERS", 2),
     "timeout": env_int("Q_TIMEOUT", 600),
     # Must exceed timeout; a task whose worker died is delivered again after this many seconds.
@@ -375,15 +438,17 @@ if "REQUESTS_TIMEOUT" in ANYMAIL:  # from the environment: a number, not a strin
             f"{ANYMAIL['REQUESTS_TIMEOUT']!r}"
         ) from exc
 
-# A run's lease must comfortably outlast its longest step (the lease is renewed before each
-# step with a side effect): otherwise the sweep hands the run to a second worker while the
-# first is still in the step, and the same visit runs twice at once.
+# A step begins only while its run's lease has at least the longest a step may take left, and
+# the heartbeat renews the lease while steps run: so no step outlives its lease (else the sweep
+# would hand the run to a second worker while the first is still in the step). The lease must
+# leave room for that step and for a late renewal or two.
 ENGINE_STEP_BOUND_SECONDS = max(WEBHOOK_MAX_TIMEOUT_SECONDS, EMAIL_TIMEOUT)
-if ENGINE_LEASE_SECONDS < 2 * ENGINE_STEP_BOUND_SECONDS:
+if ENGINE_LEASE_SECONDS < ENGINE_STEP_BOUND_SECONDS + 2 * ENGINE_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured(
-        f"ENGINE_LEASE_SECONDS ({ENGINE_LEASE_SECONDS}) must be at least twice the longest a "
-        f"step may take: {ENGINE_STEP_BOUND_SECONDS} s, the larger of "
-        "WEBHOOK_MAX_TIMEOUT_SECONDS and EMAIL_TIMEOUT. Raise it, or lower those."
+        f"ENGINE_LEASE_SECONDS ({ENGINE_LEASE_SECONDS}) must be at least the longest a step may "
+        f"take ({ENGINE_STEP_BOUND_SECONDS} s, the larger of WEBHOOK_MAX_TIMEOUT_SECONDS and "
+        f"EMAIL_TIMEOUT) plus two heartbeats (ENGINE_HEARTBEAT_SECONDS, "
+        f"{ENGINE_HEARTBEAT_SECONDS:g} s). Raise it, or lower those."
     )
 
 # LOG_FORMAT=json: one JSON object per line (time, level, logger, message, exception, and the

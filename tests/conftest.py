@@ -93,6 +93,7 @@ def _fresh_caches():
     key_cache.forget()
     engine._graphs.clear()
     yield
+    engine.effects_pool_close()  # its threads' connections would keep the test database open
 
 
 @pytest.fixture

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
-from django_q.models import OrmQ
-from django_q.tasks import async_task
 
+from config.broker import enqueue
 from contacts_app.jobs import contact_jobs_recover
 from contacts_app.models import IdempotencyKey, RateLimitWindow
 from templates_app.sending import messages_sweep
-from workflows_app import engine
+from workflows_app import engine, heartbeats
+from workflows_app.models import Execution, ProcessHeartbeat
+from workflows_app.queue import queue_depth
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +41,49 @@ def clock_tick(
     now = now or timezone.now()
     if max_queued is None:
         max_queued = settings.CLOCK_MAX_QUEUED_TASKS
-    if OrmQ.objects.count() >= max_queued:
+    if queue_depth() >= max_queued:
         return 0
     with transaction.atomic():
-        ids = engine.executions_claim_due(
+        claimed = engine.executions_claim(
             now=now, limit=batch_size if batch_size is not None else settings.CLOCK_BATCH_SIZE
         )
-        for start in range(0, len(ids), TASK_SIZE):
-            async_task("workflows_app.tasks.advance_executions", ids[start : start + TASK_SIZE])
-    return len(ids)
+        for start in range(0, len(claimed), TASK_SIZE):
+            chunk = claimed[start : start + TASK_SIZE]
+            # When each ended timer was due, so the worker can tell how late it begins.
+            timers = {pk: due.timestamp() for pk, due in chunk if due is not None}
+            args: tuple = (
+                ([pk for pk, _ in chunk], timers) if timers else ([pk for pk, _ in chunk],)
+            )
+            enqueue("workflows_app.tasks.advance_executions", *args)
+    return len(claimed)
+
+
+def clock_next_due(*, now: datetime | None = None) -> float | None:
+    """Seconds until the next timer ends (0 if one is due), None if none is set: the clock
+    sleeps until then when that is sooner than its interval, so a timer is not left waiting
+    for the next look."""
+    now = now or timezone.now()
+    wake_at = (
+        Execution.objects.filter(wake_at__isnull=False, status__in=Execution.ACTIVE)
+        .order_by("wake_at")
+        .values_list("wake_at", flat=True)
+        .first()
+    )
+    return None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
+
+
+def clock_recover(*, now: datetime | None = None) -> int:
+    """Makes the runs of a vanished worker (lease over) due again: every CLOCK_RECOVER_SECONDS,
+    so they go on within a few seconds of their lease's end."""
+    recovered = engine.executions_recover(now=now or timezone.now())
+    if recovered:
+        log.warning("re-queued %d execution(s) whose worker stopped mid-run", recovered)
+    return recovered
 
 
 def clock_sweep(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
-    recovered = engine.executions_recover(now=now)
-    if recovered:
-        log.warning("re-queued %d execution(s) whose worker stopped mid-run", recovered)
+    recovered = clock_recover(now=now)
     try:  # contact imports and bulk jobs whose task was lost
         contact_jobs_recover(now=now)
     except Exception:  # noqa: BLE001 - the rest of the sweep still runs
@@ -67,6 +95,7 @@ def clock_sweep(*, now: datetime | None = None) -> int:
     cutoff = now - timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS)
     IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
     RateLimitWindow.objects.filter(window_start__lt=now - timedelta(minutes=5)).delete()
+    heartbeats.heartbeats_prune(now=now)  # processes silent for a day
     return recovered
 
 
@@ -82,18 +111,30 @@ def clock_loop(
     """Runs until `stopping()` (or for `stop_after` seconds). A stop waits for the iteration
     in hand, whose claims and tasks commit together or not at all, never for a whole sleep."""
     interval = settings.CLOCK_INTERVAL_MS / 1000
-    next_sweep = 0.0
+    next_sweep = next_recover = 0.0
     started = time.monotonic()
+    heartbeat = heartbeats.Heartbeat(ProcessHeartbeat.CLOCK)
     while not stopping() and (stop_after is None or time.monotonic() - started < stop_after):
+        heartbeat.beat_if_due()  # a clock read unless HEARTBEAT_SECONDS have passed
         try:
             if time.monotonic() >= next_sweep:
                 clock_sweep()
-                next_sweep = time.monotonic() + settings.CLOCK_SWEEP_SECONDS
+                next_sweep = next_recover = time.monotonic() + settings.CLOCK_SWEEP_SECONDS
+            elif time.monotonic() >= next_recover:
+                clock_recover()
+                next_recover = time.monotonic() + settings.CLOCK_RECOVER_SECONDS
             claimed = clock_tick()
+            pause = interval
+            if claimed < settings.CLOCK_BATCH_SIZE:
+                next_due = clock_next_due()
+                if next_due is not None:
+                    pause = min(interval, max(next_due, 0.02))
         except Exception:  # noqa: BLE001 - the clock must outlive a database hiccup
             log.exception("clock iteration failed; retrying")
             close_old_connections()
             claimed = 0
+            pause = 0
             _sleep(1, stopping)
         if claimed < settings.CLOCK_BATCH_SIZE:
-            _sleep(interval, stopping)
+            _sleep(pause, stopping)
+    heartbeat.stop()

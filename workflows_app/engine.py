@@ -16,15 +16,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, close_old_connections, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from config import metrics
 from config.logcontext import log_context
 from contacts_app.models import Contact, Event
 from workflows_app import shutdown
@@ -206,7 +213,7 @@ def executions_resume(*, contact: Contact, event: Event, now: datetime) -> int:
 # this statement already updated and returns new ones, so the claim ignored its limit.
 _CLAIM_SQL = """
 WITH due AS MATERIALIZED (
-  SELECT id FROM workflows_app_execution
+  SELECT id, status, wake_at FROM workflows_app_execution
   WHERE wake_at <= %(now)s AND status IN ('RUNNING', 'WAITING')
   ORDER BY wake_at LIMIT %(limit)s
   FOR UPDATE SKIP LOCKED
@@ -220,12 +227,19 @@ UPDATE workflows_app_execution x SET
   version = x.version + 1, updated_at = %(now)s
 FROM due
 WHERE x.id = due.id
-RETURNING x.id
+RETURNING x.id, CASE WHEN due.status = 'WAITING' THEN due.wake_at END
 """
 
 
 def executions_claim_due(*, now: datetime, limit: int) -> list[int]:
-    """Claims up to `limit` due runs for a worker (call inside a transaction).
+    """Claims up to `limit` due runs for a worker (call inside a transaction); returns their
+    ids. See executions_claim."""
+    return [pk for pk, _ in executions_claim(now=now, limit=limit)]
+
+
+def executions_claim(*, now: datetime, limit: int) -> list[tuple[int, datetime | None]]:
+    """Claims up to `limit` due runs for a worker (call inside a transaction); returns each
+    run's id, and for a run whose timer ended, when that timer was due.
 
     A WAITING run whose timer ended becomes RUNNING with its branch decided: `timeout` for a
     Wait for Event, `next` for a Delay. A resuming event and a timeout race for the same row;
@@ -235,15 +249,15 @@ def executions_claim_due(*, now: datetime, limit: int) -> list[int]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_CLAIM_SQL, {"now": now, "lease": lease, "limit": limit})
-            return [row[0] for row in cursor.fetchall()]
+            return [(row[0], row[1]) for row in cursor.fetchall()]
     # SQLite: writers are serialised, so conditional updates one by one are enough.
-    claimed = []
+    claimed: list[tuple[int, datetime | None]] = []
     due = (
         Execution.objects.filter(wake_at__lte=now, status__in=Execution.ACTIVE)
         .order_by("wake_at")
-        .values_list("id", "status", "waiting_for", "version", "pending_branch")[:limit]
+        .values_list("id", "status", "waiting_for", "version", "pending_branch", "wake_at")[:limit]
     )
-    for pk, status, waiting_for, version, pending in list(due):
+    for pk, status, waiting_for, version, pending, wake_at in list(due):
         if status == WAITING:
             pending = "timeout" if waiting_for else "next"
         if Execution.objects.filter(pk=pk, version=version, status=status).update(
@@ -255,7 +269,7 @@ def executions_claim_due(*, now: datetime, limit: int) -> list[int]:
             version=version + 1,
             updated_at=now,
         ):
-            claimed.append(pk)
+            claimed.append((pk, wake_at if status == WAITING else None))
     return claimed
 
 
@@ -315,11 +329,250 @@ def graph_for(workflow: Workflow) -> Graph:
     return graph
 
 
-# --- Advancing a run --------------------------------------------------------------------------
+# --- Advancing runs ---------------------------------------------------------------------------
+#
+# A worker task moves its runs together. Each run's pass is a generator that goes as far as it
+# can in memory and yields whenever it has something to write: before a step with a side effect
+# (its visit must exist first) and when it waits, ends or is handed back. The task writes what
+# every run has ready in ONE transaction, then lets the runs that go on do their side effects,
+# ENGINE_CONCURRENCY at a time in threads, and writes again as they come back. So a task costs a
+# few transactions instead of one per run and step, and its emails and webhooks wait on the
+# network together instead of one after another.
+
+# What a pass yields: write, then go on with the step's side effect / write, and this pass is over.
+_EFFECT, _DONE = True, False
 
 
-# Step visits are written on every commit. On PostgreSQL they skip the ORM's bulk_create (its
-# UNNEST arrays and per-field preparation cost more CPU than the database spends on the rows).
+class _Lost(Exception):
+    """The run changed under us (cancelled, or taken by another worker): stop quietly."""
+
+
+class _Advance:
+    """One run's pass within a task, until it waits, ends, is handed back or is lost.
+
+    Steps without side effects are run in memory and written with the next write; a step with
+    side effects has its visit written before it runs, and its outcome is written with the
+    run's next write.
+    """
+
+    def __init__(self, execution: Execution, graph: Graph, now: datetime, *, fixed_now: bool):
+        self.ex = execution
+        self.graph = graph
+        self.now = now
+        # A worker stamps each leg with the real time; a caller that passes `now` (tests, the
+        # admin) gets exactly that time everywhere.
+        self.fixed_now = fixed_now
+        self.new_runs: list[StepRun] = []
+        self.changed_runs: list[StepRun] = []
+        self.close_waiting_as: str = ""
+        self.fields: set[str] = set()
+        self.keep_lease = True
+        self.steps = 0
+        self.visits = 0
+        self.released = False
+        self.lease_until: datetime | None = execution.lease_until
+        self.pass_: Generator[bool] | None = None
+        self.last: bool = _DONE
+
+    # -- Pending writes
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            setattr(self.ex, name, value)
+            self.fields.add(name)
+
+    def record(self, run: StepRun) -> None:
+        if run.pk is None:
+            if run not in self.new_runs:
+                self.new_runs.append(run)
+        elif run not in self.changed_runs:
+            self.changed_runs.append(run)
+
+    def written(self, lease_until: datetime | None) -> None:
+        self.ex.version += 1
+        self.ex.lease_until = self.lease_until = lease_until
+        self.fields.clear()
+        self.new_runs, self.changed_runs, self.close_waiting_as = [], [], ""
+
+    def release(self) -> None:
+        """Hands the run back, due at once (the worker is stopping): the next worker to look
+        carries on from here, with no lease to wait for."""
+        self.released = self.visits == 0
+        self.set(wake_at=timezone.now())
+        self.keep_lease = False
+
+    def finish(self, status: str, *, reason: str = "", error: str = "") -> None:
+        self.set(
+            status=status,
+            exit_reason=reason,
+            error=error,
+            finished_at=self.now,
+            wake_at=None,
+            waiting_for="",
+        )
+
+    # -- Driving the pass
+
+    def resume(self) -> bool:
+        """Runs the pass to its next write (in whichever thread calls it); returns False when
+        the pass ended without one (it stopped: lease too short to begin a step)."""
+        assert self.pass_ is not None
+        if not self.fixed_now:
+            self.now = timezone.now()
+        with log_context(execution_id=self.ex.pk, workflow_id=self.ex.workflow_id):
+            try:
+                self.last = next(self.pass_)
+            except StopIteration:
+                return False
+        return True
+
+    def stop(self) -> None:
+        if self.pass_ is not None:
+            self.pass_.close()
+            self.pass_ = None
+
+    def run(self, open_run: StepRun | None) -> Generator[bool]:
+        ex, graph = self.ex, self.graph
+        current = graph.steps.get(ex.current_step_id) if ex.current_step_id else None
+        if ex.pending_branch and current is not None and current.kind.waits:
+            # Back from a wait: its visit ends with the branch the event or timer chose.
+            self.close_waiting_as = ex.pending_branch
+        while True:
+            if ex.current_step_id is None or ex.pending_branch:
+                target = graph.next(ex.current_step_id, ex.pending_branch or "next")
+                if target is None:
+                    self.finish(Execution.COMPLETED)
+                    yield _DONE
+                    return
+                self.set(current_step_id=target, pending_branch="")
+                open_run = None
+            assert ex.current_step_id is not None
+            step = graph.steps[ex.current_step_id]
+            self.steps += 1
+            if self.steps > settings.ENGINE_MAX_STEPS_PER_ADVANCE:
+                self.finish(
+                    Execution.FAILED,
+                    error=f"Stopped after {settings.ENGINE_MAX_STEPS_PER_ADVANCE} steps in one "
+                    "pass (ENGINE_MAX_STEPS_PER_ADVANCE): the workflow seems to loop.",
+                )
+                yield _DONE
+                return
+            run = open_run or StepRun(
+                execution=ex,
+                step_id=step.id,
+                step_key=step.key,
+                step_type=step.kind.type,
+                started_at=self.now,
+            )
+            open_run = None
+            if step.kind.side_effects:
+                if shutdown.requested():
+                    # Stopping: the step before this one is done; this one is not begun.
+                    self.release()
+                    yield _DONE
+                    return
+                # The visit exists before its side effect happens, and the lease runs from the
+                # write (also for a retried visit: its task may have waited in the queue).
+                if run.pk is None:
+                    self.record(run)
+                yield _EFFECT
+                if not self._lease_covers_a_step():
+                    return
+            self.visits += 1
+            with log_context(step_key=step.key):
+                done = self.visit(step, run)
+            if done:
+                yield _DONE
+                return
+
+    def _lease_covers_a_step(self) -> bool:
+        """No step outlives its lease: one begins only while the lease has at least the longest
+        a step may take left (the heartbeat renews it while the task runs). Otherwise the run
+        is left alone; once its lease is over the sweep hands it on, and the visit recorded
+        above is carried on by whoever takes it."""
+        left = (self.lease_until - timezone.now()).total_seconds() if self.lease_until else 0
+        if left >= settings.ENGINE_STEP_BOUND_SECONDS:
+            return True
+        log.warning(
+            "execution %s: %.1f s of lease left, not enough to begin step; leaving it to the sweep",
+            self.ex.pk,
+            left,
+        )
+        return False
+
+    def visit(self, step: GraphStep, run: StepRun) -> bool:
+        """Runs one step; returns True when this pass is over (wait, end, retry later)."""
+        ex = self.ex
+        ctx = RunContext(
+            execution=ex,
+            contact=ex.contact,
+            step=step.model,
+            step_run=run,
+            config=step.config,
+            now=self.now,
+        )
+        kind = step.kind.type
+        try:
+            outcome: Outcome = step.kind.run(ctx)
+        except StepRetry as retry:
+            run.attempts += 1
+            run.error = str(retry)[:5000]
+            self.record(run)
+            self.set(wake_at=retry.retry_at)
+            metrics.step_visit(kind, "retry")
+            return True
+        except Exception as exc:  # noqa: BLE001 - any step error fails this run only
+            message = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, StepFailed):
+                log.exception("step %s of execution %s crashed", step.key, ex.pk)
+            run.status, run.error, run.finished_at = StepRun.FAILED, message[:5000], self.now
+            run.attempts += 1
+            self.record(run)
+            self.finish(
+                Execution.FAILED, error=f"Step '{step.name or step.key}' failed: {message}"[:5000]
+            )
+            metrics.step_visit(kind, "failed")
+            return True
+
+        run.output = outcome.output
+        run.attempts += 1
+        if outcome.message_id is not None:
+            run.message_id = outcome.message_id
+        if outcome.context_update:
+            self.set(context={**ex.context, **outcome.context_update})
+        self.record(run)
+        if outcome.kind == "next":
+            run.status = StepRun.SKIPPED if outcome.skipped else StepRun.COMPLETED
+            run.branch, run.finished_at = outcome.branch, self.now
+            self.set(pending_branch=outcome.branch)
+            metrics.step_visit(kind, "skipped" if outcome.skipped else "completed")
+            # Not written on its own: the outcome is written with the run's next write (the
+            # next side-effect step's visit, a wait or the end). A worker dying in between
+            # leaves this visit "started", and the retry repeats it harmlessly: the ledger key
+            # stops a second email, a webhook is at-least-once with a stable id, contact
+            # writes are absolute. That saves a write per side-effect step.
+            return False
+        if outcome.kind == "exit":
+            run.status, run.finished_at = StepRun.COMPLETED, self.now
+            self.finish(Execution.EXITED, reason=outcome.reason)
+            metrics.step_visit(kind, "exited")
+            return True
+        # A wait: the clock or a tracked event picks the run up again.
+        run.status = StepRun.WAITING
+        self.set(
+            status=WAITING,
+            wake_at=outcome.wake_at,
+            waiting_for=outcome.event,
+            wait_started_at=run.started_at,
+        )
+        metrics.step_visit(kind, "waiting")
+        return True
+
+
+# -- Writing many runs at once
+
+# Step visits skip the ORM's bulk_create on PostgreSQL (its UNNEST arrays and per-field
+# preparation cost more CPU than the database spends on the rows).
 _RUN_FIELDS = (
     "execution_id",
     "step_id",
@@ -335,260 +588,338 @@ _RUN_FIELDS = (
     "finished_at",
 )
 _RUN_ROW = "(" + ", ".join("%s::jsonb" if f == "output" else "%s" for f in _RUN_FIELDS) + ")"
-_RUN_MUTABLE = ("status", "branch", "output", "error", "attempts", "message_id", "finished_at")
+_RUN_MUTABLE = (
+    ("status", "varchar"),
+    ("branch", "varchar"),
+    ("output", "jsonb"),
+    ("error", "text"),
+    ("attempts", "integer"),
+    ("message_id", "bigint"),
+    ("finished_at", "timestamptz"),
+)
+# What a pass may change on its run (besides version, lease and updated_at, always written).
+_EXECUTION_FIELDS = (
+    ("status", "varchar"),
+    ("current_step_id", "bigint"),
+    ("pending_branch", "varchar"),
+    ("wake_at", "timestamptz"),
+    ("waiting_for", "varchar"),
+    ("wait_started_at", "timestamptz"),
+    ("exit_reason", "text"),
+    ("error", "text"),
+    ("finished_at", "timestamptz"),
+)
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def _run_value(run: StepRun, field: str) -> Any:
     value = getattr(run, field)
-    if field == "output" and value is not None:
-        return json.dumps(value)
-    return value
+    return _json(value) if field == "output" else value
 
 
-def _runs_insert(runs: list[StepRun]) -> None:
-    if connection.vendor != "postgresql":
-        StepRun.objects.bulk_create(runs)
-        return
+def _update_from_values(
+    table: str, columns: list[tuple[str, str]], rows: list[list[Any]], assign: str, match: str
+) -> list[int]:
+    """One UPDATE of many rows: `UPDATE table x SET <assign> FROM (VALUES ...) v(<columns>)
+    WHERE <match> RETURNING x.id` (PostgreSQL)."""
+    row = "(" + ", ".join(f"%s::{kind}" for _, kind in columns) + ")"
+    names = ", ".join(name for name, _ in columns)
     sql = (
-        f"INSERT INTO {StepRun._meta.db_table} ({', '.join(_RUN_FIELDS)}) "
-        f"VALUES {', '.join([_RUN_ROW] * len(runs))} RETURNING id"
+        f"UPDATE {table} x SET {assign} FROM (VALUES {', '.join([row] * len(rows))}) "
+        f"AS v({names}) WHERE {match} RETURNING x.id"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_run_value(run, f) for run in runs for f in _RUN_FIELDS])
-        ids = [row[0] for row in cursor.fetchall()]
-    for run, pk in zip(runs, ids, strict=True):
-        run.pk = pk
-        run._state.adding, run._state.db = False, connection.alias
+        cursor.execute(sql, [value for values in rows for value in values])
+        return [r[0] for r in cursor.fetchall()]
 
 
-def _run_update(run: StepRun) -> None:
+def _write_executions(advances: list[_Advance], lease: datetime) -> set[int]:
+    """The version-checked update of every run; returns the ids written (the others moved)."""
     if connection.vendor != "postgresql":
-        run.save()
-        return
-    assignments = ", ".join(
-        f"{f} = %s::jsonb" if f == "output" else f"{f} = %s" for f in _RUN_MUTABLE
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {StepRun._meta.db_table} SET {assignments} WHERE id = %s",
-            [*(_run_value(run, f) for f in _RUN_MUTABLE), run.pk],
-        )
-
-
-class _Lost(Exception):
-    """The run changed under us (cancelled, or taken by another worker): stop quietly."""
-
-
-class _Advance:
-    """One worker's pass over one execution, until it waits, ends, or is lost.
-
-    Steps without side effects are run in memory and written together; a step with side effects
-    has its visit recorded (committed) before it runs, and its outcome is written with the
-    run's next write.
-    """
-
-    def __init__(self, execution: Execution, graph: Graph, now: datetime):
-        self.ex = execution
-        self.graph = graph
-        self.now = now
-        self.new_runs: list[StepRun] = []
-        self.changed_runs: list[StepRun] = []
-        self.close_waiting_as: str = ""
-        self.fields: set[str] = set()
-        self.steps = 0
-
-    def set(self, **values: Any) -> None:
-        for name, value in values.items():
-            setattr(self.ex, name, value)
-            self.fields.add(name)
-
-    def commit(self, *, lease: bool = True) -> None:
-        """Writes the run and its step visits; raises _Lost if the run changed meanwhile.
-
-        A RUNNING run's lease starts again from the real current time (not from when this pass
-        began): each step with a side effect, bounded well below the lease (settings check
-        it), then always ends before the lease does. `lease=False` hands the run back.
-        """
-        ex = self.ex
-        values = {name: getattr(ex, name) for name in self.fields}
-        values.update(
-            version=ex.version + 1,
-            updated_at=self.now,
-            lease_until=timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-            if ex.status == RUNNING and lease
-            else None,
-        )
-        with transaction.atomic():
-            if not Execution.objects.filter(pk=ex.pk, version=ex.version, status=RUNNING).update(
+        won = set()
+        for adv in advances:
+            ex = adv.ex
+            values = {name: getattr(ex, name) for name in adv.fields}
+            values.update(
+                version=ex.version + 1,
+                updated_at=adv.now,
+                lease_until=lease if ex.status == RUNNING and adv.keep_lease else None,
+            )
+            if Execution.objects.filter(pk=ex.pk, version=ex.version, status=RUNNING).update(
                 **values
             ):
-                raise _Lost()
-            if self.close_waiting_as:
-                StepRun.objects.filter(execution=ex, status=StepRun.WAITING).update(
-                    status=StepRun.COMPLETED, branch=self.close_waiting_as, finished_at=self.now
-                )
-            if self.new_runs:
-                _runs_insert(self.new_runs)
-            for run in self.changed_runs:
-                _run_update(run)
-        ex.version += 1
-        self.fields.clear()
-        self.new_runs, self.changed_runs, self.close_waiting_as = [], [], ""
-
-    def record(self, run: StepRun) -> None:
-        if run.pk is None:
-            if run not in self.new_runs:
-                self.new_runs.append(run)
-        elif run not in self.changed_runs:
-            self.changed_runs.append(run)
-
-    def release(self) -> None:
-        """Hands the run back, due at once (the worker is stopping): the next worker to look
-        carries on from here, with no lease to wait for."""
-        self.set(wake_at=timezone.now())
-        self.commit(lease=False)
-
-    def finish(self, status: str, *, reason: str = "", error: str = "") -> None:
-        self.set(
-            status=status,
-            exit_reason=reason,
-            error=error,
-            finished_at=self.now,
-            wake_at=None,
-            waiting_for="",
+                won.add(ex.pk)
+        return won
+    columns = [
+        ("id", "bigint"),
+        ("version", "integer"),
+        *_EXECUTION_FIELDS,
+        ("new_context", "boolean"),
+        ("context", "jsonb"),
+        ("lease_until", "timestamptz"),
+        ("updated_at", "timestamptz"),
+    ]
+    rows = []
+    for adv in advances:
+        ex = adv.ex
+        new_context = "context" in adv.fields
+        rows.append(
+            [
+                ex.pk,
+                ex.version,
+                *(getattr(ex, name) for name, _ in _EXECUTION_FIELDS),
+                new_context,
+                _json(ex.context) if new_context else None,
+                lease if ex.status == RUNNING and adv.keep_lease else None,
+                adv.now,
+            ]
         )
-        self.commit()
-
-    def run(self, open_run: StepRun | None) -> None:
-        ex, graph = self.ex, self.graph
-        current = graph.steps.get(ex.current_step_id) if ex.current_step_id else None
-        if ex.pending_branch and current is not None and current.kind.waits:
-            # Back from a wait: its visit ends with the branch the event or timer chose.
-            self.close_waiting_as = ex.pending_branch
-        while True:
-            if ex.current_step_id is None or ex.pending_branch:
-                target = graph.next(ex.current_step_id, ex.pending_branch or "next")
-                if target is None:
-                    return self.finish(Execution.COMPLETED)
-                self.set(current_step_id=target, pending_branch="")
-                open_run = None
-            assert ex.current_step_id is not None
-            step = graph.steps[ex.current_step_id]
-            self.steps += 1
-            if self.steps > settings.ENGINE_MAX_STEPS_PER_ADVANCE:
-                return self.finish(
-                    Execution.FAILED,
-                    error=f"Stopped after {settings.ENGINE_MAX_STEPS_PER_ADVANCE} steps in one "
-                    "pass (ENGINE_MAX_STEPS_PER_ADVANCE): the workflow seems to loop.",
-                )
-            run = open_run or StepRun(
-                execution=ex,
-                step_id=step.id,
-                step_key=step.key,
-                step_type=step.kind.type,
-                started_at=self.now,
-            )
-            open_run = None
-            if step.kind.side_effects and shutdown.requested():
-                # Stopping: the step before this one is done; this one is not begun.
-                return self.release()
-            if step.kind.side_effects:
-                # The visit exists before its side effect happens, and the lease runs from now
-                # (also for a retried visit: its task may have waited in the queue).
-                if run.pk is None:
-                    self.record(run)
-                self.commit()
-            with log_context(step_key=step.key):
-                done = self.visit(step, run)
-            if done:
-                return
-
-    def visit(self, step: GraphStep, run: StepRun) -> bool:
-        """Runs one step; returns True when this pass is over (wait, end, retry later)."""
-        ex = self.ex
-        ctx = RunContext(
-            execution=ex,
-            contact=ex.contact,
-            step=step.model,
-            step_run=run,
-            config=step.config,
-            now=self.now,
-        )
-        try:
-            outcome: Outcome = step.kind.run(ctx)
-        except StepRetry as retry:
-            run.attempts += 1
-            run.error = str(retry)[:5000]
-            self.record(run)
-            self.set(wake_at=retry.retry_at)
-            self.commit()
-            return True
-        except Exception as exc:  # noqa: BLE001 - any step error fails this run only
-            message = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, StepFailed):
-                log.exception("step %s of execution %s crashed", step.key, ex.pk)
-            run.status, run.error, run.finished_at = StepRun.FAILED, message[:5000], self.now
-            run.attempts += 1
-            self.record(run)
-            self.finish(
-                Execution.FAILED, error=f"Step '{step.name or step.key}' failed: {message}"[:5000]
-            )
-            return True
-
-        run.output = outcome.output
-        run.attempts += 1
-        if outcome.message_id is not None:
-            run.message_id = outcome.message_id
-        if outcome.context_update:
-            self.set(context={**ex.context, **outcome.context_update})
-        self.record(run)
-        if outcome.kind == "next":
-            run.status = StepRun.SKIPPED if outcome.skipped else StepRun.COMPLETED
-            run.branch, run.finished_at = outcome.branch, self.now
-            self.set(pending_branch=outcome.branch)
-            # Not committed on its own: the outcome is written with the run's next write (the
-            # next side-effect step's visit, a wait or the end). A worker dying in between
-            # leaves this visit "started", and the retry repeats it harmlessly: the ledger key
-            # stops a second email, a webhook is at-least-once with a stable id, contact
-            # writes are absolute. That saves a transaction per side-effect step.
-            return False
-        if outcome.kind == "exit":
-            run.status, run.finished_at = StepRun.COMPLETED, self.now
-            self.finish(Execution.EXITED, reason=outcome.reason)
-            return True
-        # A wait: the clock or a tracked event picks the run up again.
-        run.status = StepRun.WAITING
-        self.set(
-            status=WAITING,
-            wake_at=outcome.wake_at,
-            waiting_for=outcome.event,
-            wait_started_at=run.started_at,
-        )
-        self.commit()
-        return True
-
-
-def execution_advance(
-    execution_id: int, *, now: datetime | None = None, loaded: Execution | None = None
-) -> str:
-    """Moves one run as far as it goes now. Returns its status afterwards ("" if untouched).
-
-    `loaded` is the row read a moment ago (a batch reads its rows in one query); it may be
-    stale, which is harmless: every write is checked against the version it was read at.
-    """
-    now = now or timezone.now()
-    ex = loaded or (
-        Execution.objects.select_related("workflow", "contact").filter(pk=execution_id).first()
+    assign = ", ".join(
+        [
+            *(f"{name} = v.{name}" for name, _ in _EXECUTION_FIELDS),
+            "context = CASE WHEN v.new_context THEN v.context ELSE x.context END",
+            "lease_until = v.lease_until",
+            "updated_at = v.updated_at",
+            "version = x.version + 1",
+        ]
     )
-    if ex is None or ex.status != RUNNING or (ex.wake_at is not None and ex.wake_at > now):
-        return ""
-    # Every line logged while this run moves names it; the block ends with the pass, so nothing
-    # carries over to the next run the worker takes.
-    with log_context(execution_id=ex.pk, workflow_id=ex.workflow_id):
-        return _advance(ex, now)
+    match = "x.id = v.id AND x.version = v.version AND x.status = 'RUNNING'"
+    return set(_update_from_values(Execution._meta.db_table, columns, rows, assign, match))
 
 
-def _advance(ex: Execution, now: datetime) -> str:
+def _write_step_runs(advances: list[_Advance]) -> None:
+    """The step visits of runs just written: waits that ended, new visits, changed visits."""
+    closing = [a for a in advances if a.close_waiting_as]
+    new = [run for a in advances for run in a.new_runs]
+    changed = [run for a in advances for run in a.changed_runs]
+    table = StepRun._meta.db_table
+    if connection.vendor != "postgresql":
+        for adv in closing:
+            StepRun.objects.filter(execution=adv.ex, status=StepRun.WAITING).update(
+                status=StepRun.COMPLETED, branch=adv.close_waiting_as, finished_at=adv.now
+            )
+        if new:
+            StepRun.objects.bulk_create(new)
+        for run in changed:
+            run.save()
+        return
+    if closing:
+        _update_from_values(
+            table,
+            [("execution_id", "bigint"), ("branch", "varchar"), ("finished_at", "timestamptz")],
+            [[a.ex.pk, a.close_waiting_as, a.now] for a in closing],
+            "status = 'completed', branch = v.branch, finished_at = v.finished_at",
+            "x.execution_id = v.execution_id AND x.status = 'waiting'",
+        )
+    if new:
+        sql = (
+            f"INSERT INTO {table} ({', '.join(_RUN_FIELDS)}) "
+            f"VALUES {', '.join([_RUN_ROW] * len(new))} RETURNING id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [_run_value(run, f) for run in new for f in _RUN_FIELDS])
+            ids = [row[0] for row in cursor.fetchall()]
+        for run, pk in zip(new, ids, strict=True):
+            run.pk = pk
+            run._state.adding, run._state.db = False, connection.alias
+    if changed:
+        _update_from_values(
+            table,
+            [("id", "bigint"), *_RUN_MUTABLE],
+            [[run.pk, *(_run_value(run, f) for f, _ in _RUN_MUTABLE)] for run in changed],
+            ", ".join(f"{name} = v.{name}" for name, _ in _RUN_MUTABLE),
+            "x.id = v.id",
+        )
+
+
+def _write(advances: list[_Advance]) -> list[_Advance]:
+    """Writes what each run has ready, all in one transaction; returns the runs written. A run
+    that changed meanwhile (cancelled, or taken by another worker) writes nothing, not even its
+    step visits, and is left out.
+
+    A RUNNING run's lease starts again from the real current time (not from when its pass
+    began): a step with a side effect begins right after, with the whole lease ahead of it."""
+    lease = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    with transaction.atomic():
+        won = _write_executions(advances, lease)
+        written = [a for a in advances if a.ex.pk in won]
+        _write_step_runs(written)
+    for adv in written:
+        adv.written(lease if adv.ex.status == RUNNING and adv.keep_lease else None)
+    return written
+
+
+# -- Leases: renewed while the task holds its runs
+
+
+class _Heartbeat:
+    """Renews the lease of every run the task holds, every ENGINE_HEARTBEAT_SECONDS, from a
+    thread of its own (with its own database connection), while steps run. A renewal touches
+    only runs still RUNNING and not handed back (wake_at empty), and does not change their
+    version: it never gets in the way of a write. If it fails (the database is away), the
+    leases run out, and no step begins without enough lease left (_lease_covers_a_step)."""
+
+    def __init__(self, advances: list[_Advance]):
+        self.advances = advances
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _loop(self) -> None:
+        try:
+            while not self.stopped.wait(settings.ENGINE_HEARTBEAT_SECONDS):
+                held = {a.ex.pk: a for a in self.advances if a.pass_ is not None}
+                if not held:
+                    continue
+                try:
+                    renewed, lease = executions_renew_leases(list(held))
+                except Exception:  # noqa: BLE001 - the leases then run out; logged
+                    log.exception("could not renew the leases of %d run(s)", len(held))
+                    close_old_connections()
+                    continue
+                for pk in renewed:
+                    held[pk].lease_until = lease
+        finally:
+            connections.close_all()  # this thread's own connection
+
+
+def executions_renew_leases(ids: list[int]) -> tuple[list[int], datetime]:
+    """Extends the lease of the runs among `ids` that a worker still holds; returns which, and
+    the new end of their lease."""
+    lease = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
+    renewed = Execution.objects.filter(
+        pk__in=ids, status=RUNNING, wake_at__isnull=True, lease_until__isnull=False
+    )
+    pks = list(renewed.values_list("pk", flat=True))
+    Execution.objects.filter(pk__in=pks, status=RUNNING, wake_at__isnull=True).update(
+        lease_until=lease
+    )
+    return pks, lease
+
+
+# -- Side effects in threads
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = _pool_size = 0
+
+
+def _effects_pool() -> ThreadPoolExecutor | None:
+    """This process's threads for side effects, or None to run them one at a time here.
+
+    Threads only on PostgreSQL, outside a transaction: a thread has its own connection, which
+    would not see rows the caller has not committed (a test's transaction), and SQLite writes
+    one at a time anyway. Made after the worker process is forked, never inherited."""
+    global _pool, _pool_pid, _pool_size
+    if (
+        settings.ENGINE_CONCURRENCY <= 1
+        or connection.vendor != "postgresql"
+        or connection.in_atomic_block
+    ):
+        return None
+    if _pool is None or _pool_pid != os.getpid():
+        _pool_size = settings.ENGINE_CONCURRENCY
+        _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="effects")
+        _pool_pid = os.getpid()
+    return _pool
+
+
+def effects_pool_close() -> None:
+    """Stops this process's side-effect threads and closes their database connections (tests
+    call it after each test, so a test database can be dropped; a worker's threads live as long
+    as the worker)."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is None or _pool_pid != os.getpid():
+        return
+    size = _pool_size
+    # One job per thread: each waits at the barrier until every thread holds one, so each
+    # thread closes its own connection exactly once.
+    barrier = threading.Barrier(size)
+
+    def close_own_connection() -> None:
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for _ in range(size):
+        pool.submit(close_own_connection)
+    pool.shutdown(wait=True)
+
+
+def _resume_in_thread(adv: _Advance) -> bool:
+    close_old_connections()  # a connection broken since this thread last used it is replaced
+    return adv.resume()
+
+
+def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
+    """Moves every run as far as it goes now; returns what went wrong for those that did not
+    end normally ("lost", "error", "lease_short")."""
+    trouble: dict[_Advance, str] = {}
+    ready: list[_Advance] = []  # runs with a write to make
+
+    def resumed(adv: _Advance, call: Callable[[], bool]) -> None:
+        try:
+            if call():
+                ready.append(adv)
+            else:  # too little lease left to begin a step (_lease_covers_a_step)
+                trouble[adv] = "lease_short"
+                adv.stop()
+        except Exception:  # noqa: BLE001 - one broken run never stops the others
+            log.exception("advancing execution %s failed; the sweep will retry it", adv.ex.pk)
+            trouble[adv] = "error"
+            adv.stop()
+
+    # Every pass's first leg runs in memory: nothing touches the outside before its first write.
+    for adv in advances:
+        resumed(adv, adv.resume)
+    pool = _effects_pool()
+    in_flight: dict[Future[bool], _Advance] = {}
+    heartbeat = _Heartbeat(advances) if not connection.in_atomic_block else nullcontext()
+    with heartbeat:
+        while ready or in_flight:
+            if ready:
+                batch, ready[:] = list(ready), []
+                try:
+                    written = set(_write(batch))
+                except Exception:  # noqa: BLE001 - e.g. the database went away
+                    log.exception("writing %d run(s) failed; the sweep will retry them", len(batch))
+                    for adv in batch:
+                        trouble[adv] = "error"
+                        adv.stop()
+                    continue
+                for adv in batch:
+                    if adv not in written:
+                        log.info("execution %s changed while advancing (cancelled?)", adv.ex.pk)
+                        trouble[adv] = "lost"
+                        adv.stop()
+                    elif adv.last is _DONE:
+                        adv.stop()
+                    elif pool is None:
+                        resumed(adv, adv.resume)
+                    else:
+                        in_flight[pool.submit(_resume_in_thread, adv)] = adv
+                continue
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                adv = in_flight.pop(future)
+                resumed(adv, future.result)
+    return trouble
+
+
+def _prepare(ex: Execution, now: datetime, *, fixed_now: bool) -> _Advance | None:
+    """The pass of one run, ready to go; None if there is nothing to do (or its graph can not
+    be loaded: the run then fails with the reason)."""
+    if ex.status != RUNNING or (ex.wake_at is not None and ex.wake_at > now):
+        return None
     try:
         graph = graph_for(ex.workflow)
     except Exception as exc:  # noqa: BLE001 - e.g. a config saved before a rule tightened
@@ -601,7 +932,8 @@ def _advance(ex: Execution, now: datetime) -> str:
             version=ex.version + 1,
             updated_at=now,
         )
-        return Execution.FAILED
+        ex.status = Execution.FAILED
+        return None
     open_run = None
     if ex.current_step_id is not None and not ex.pending_branch:
         # An interrupted visit (worker died, or a retry): carry on with the same StepRun, so its
@@ -611,13 +943,47 @@ def _advance(ex: Execution, now: datetime) -> str:
         )
         if ex.current_step_id not in graph.steps:
             open_run = None
-    advance = _Advance(ex, graph, now)
-    try:
-        advance.run(open_run)
-    except _Lost:
-        log.info("execution %s changed while advancing (cancelled?); stopped", ex.pk)
+    adv = _Advance(ex, graph, now, fixed_now=fixed_now)
+    adv.pass_ = adv.run(open_run)
+    return adv
+
+
+def _advance_many(
+    rows: list[Execution], now: datetime | None = None
+) -> tuple[dict[int, str], dict[int, _Advance]]:
+    """Moves the runs; returns each one's result (its status afterwards, "released", "lost",
+    "error", "lease_short", or "" when there was nothing to do) and the passes by run."""
+    start = now or timezone.now()
+    results: dict[int, str] = {}
+    advances: dict[int, _Advance] = {}
+    for ex in rows:
+        adv = _prepare(ex, start, fixed_now=now is not None)
+        if adv is None:
+            results[ex.pk] = Execution.FAILED if ex.status == Execution.FAILED else ""
+        else:
+            advances[ex.pk] = adv
+    trouble = _drive(list(advances.values()))
+    for pk, adv in advances.items():
+        results[pk] = trouble.get(adv) or ("released" if adv.released else adv.ex.status)
+    return results, advances
+
+
+def execution_advance(
+    execution_id: int, *, now: datetime | None = None, loaded: Execution | None = None
+) -> str:
+    """Moves one run as far as it goes now. Returns its status afterwards ("" if untouched).
+
+    `loaded` is the row read a moment ago; it may be stale, which is harmless: every write is
+    checked against the version it was read at.
+    """
+    ex = loaded or (
+        Execution.objects.select_related("workflow", "contact").filter(pk=execution_id).first()
+    )
+    if ex is None:
         return ""
-    return ex.status
+    results, _ = _advance_many([ex], now)
+    status = results[ex.pk]
+    return "" if status in ("lost", "error", "lease_short") else status
 
 
 def executions_release(rows: list[Execution], *, now: datetime) -> int:
@@ -633,28 +999,29 @@ def executions_release(rows: list[Execution], *, now: datetime) -> int:
     )
 
 
-def executions_advance(ids: list[int]) -> dict[str, int]:
-    """A worker task's body: advance each run; one broken run never stops the others.
+def executions_advance(ids: list[int], timers: dict[int, float] | None = None) -> dict[str, int]:
+    """A worker task's body: moves its runs together; one broken run never stops the others.
 
-    When the worker is asked to stop, the runs it has not begun are handed back at once.
+    `timers` are the runs the clock handed out because their timer ended, with when it was due
+    (a Unix time): how late each begins is recorded (lifecycle_timer_lateness_seconds). When
+    the worker is asked to stop, runs not begun are handed back at once, due again.
     """
-    outcome: dict[str, int] = {}
-    # One query for the batch instead of one per run.
     rows = Execution.objects.select_related("workflow", "contact").in_bulk(ids)
-    for index, pk in enumerate(ids):
-        if shutdown.requested():
-            rest = [rows[i] for i in ids[index:] if i in rows]
-            released = executions_release(rest, now=timezone.now())
-            outcome["released"] = outcome.get("released", 0) + released
-            log.info("stopping: handed back %d run(s) not started", released)
-            break
-        with log_context(execution_id=pk):
-            try:
-                status = execution_advance(pk, loaded=rows.get(pk)) if pk in rows else ""
-            except Exception:  # noqa: BLE001
-                log.exception("advancing execution %s failed; the sweep will retry it", pk)
-                status = "error"
-        outcome[status or "untouched"] = outcome.get(status or "untouched", 0) + 1
+    if shutdown.requested():
+        released = executions_release(list(rows.values()), now=timezone.now())
+        log.info("stopping: handed back %d run(s) not started", released)
+        return {"released": released} if released else {}
+    if timers:
+        begun = time.time()
+        for pk, due in timers.items():
+            if int(pk) in rows:
+                metrics.timer_lateness(max(0.0, begun - due))
+    results, _ = _advance_many([rows[pk] for pk in ids if pk in rows])
+    outcome: dict[str, int] = {}
+    for pk in ids:
+        status = results.get(pk, "")
+        label = {"": "untouched", "lost": "untouched"}.get(status, status)
+        outcome[label] = outcome.get(label, 0) + 1
     return outcome
 
 

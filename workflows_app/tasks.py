@@ -3,5 +3,5 @@
 from workflows_app import engine
 
 
-def advance_executions(ids: list[int]) -> dict[str, int]:
-    return engine.executions_advance(ids)
+def advance_executions(ids: list[int], timers: dict[int, float] | None = None) -> dict[str, int]:
+    return engine.executions_advance(ids, timers)

@@ -218,12 +218,18 @@ def load_settings(**env):
     )
 
 
-def test_a_lease_shorter_than_twice_the_longest_step_is_refused_at_start_up():
-    refused = load_settings(ENGINE_LEASE_SECONDS="50", EMAIL_TIMEOUT="20")
+def test_a_lease_without_room_for_the_longest_step_and_two_heartbeats_is_refused():
+    # WEBHOOK_MAX_TIMEOUT_SECONDS' default (30 s) is the longest step; the heartbeat is an
+    # eighth of the lease unless set.
+    refused = load_settings(ENGINE_LEASE_SECONDS="36", EMAIL_TIMEOUT="20")  # 30 + 2 x 4.5 > 36
     assert refused.returncode != 0
-    assert "ENGINE_LEASE_SECONDS (50) must be at least twice" in refused.stderr
-    assert "30 s" in refused.stderr  # WEBHOOK_MAX_TIMEOUT_SECONDS' default is the longest
-    assert load_settings(ENGINE_LEASE_SECONDS="60", EMAIL_TIMEOUT="20").returncode == 0
+    assert "ENGINE_LEASE_SECONDS (36) must be at least the longest a step may take (30 s" in (
+        refused.stderr
+    )
+    assert "two heartbeats (ENGINE_HEARTBEAT_SECONDS, 4.5 s)" in refused.stderr
+    assert load_settings(ENGINE_LEASE_SECONDS="40", EMAIL_TIMEOUT="20").returncode == 0
+    slow_beat = load_settings(ENGINE_LEASE_SECONDS="40", ENGINE_HEARTBEAT_SECONDS="6")
+    assert slow_beat.returncode != 0  # 30 + 2 x 6 > 40
     short = {"ENGINE_LEASE_SECONDS": "4", "EMAIL_TIMEOUT": "2", "WEBHOOK_MAX_TIMEOUT_SECONDS": "2"}
     assert load_settings(**short).returncode == 0
 

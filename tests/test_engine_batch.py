@@ -1,0 +1,220 @@
+"""A worker task moves its runs together (workflows_app.engine._drive): its writes are batched,
+its side effects run ENGINE_CONCURRENCY at a time in threads, and its leases are renewed by a
+heartbeat while steps run. These tests commit (transactional_db): the threads have their own
+database connections, which see only what is committed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from contacts_app.models import Contact
+from tests.conftest import chain, drain
+from workflows_app import engine
+from workflows_app.models import Execution, StepRun
+
+
+class SlowReceiver:
+    """A real HTTP server on loopback that answers each POST after `delay` seconds, counting the
+    calls in flight at once, and running `during` (if set) in the middle of each call."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.ids: list[str] = []
+        self.during = None
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    receiver.ids.append(self.headers.get("webhook-id", ""))
+                try:
+                    if receiver.during is not None:
+                        receiver.during()
+                    else:
+                        time.sleep(receiver.delay)
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight -= 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[SlowReceiver]:
+    server = SlowReceiver(delay=0.3)
+    yield server
+    server.close()
+
+
+def hook(url: str, key: str = "notify") -> dict:
+    return {"key": key, "type": "webhook", "config": {"url": url}}
+
+
+def claim_all() -> list[int]:
+    return engine.executions_claim_due(now=timezone.now(), limit=1000)
+
+
+def start_runs(track, count: int, event: str = "order.paid") -> list[int]:
+    for i in range(count):
+        assert track.post({"event": event, "email": f"c{i}@example.com"}).status_code == 200
+    ids = claim_all()
+    assert len(ids) == count
+    return ids
+
+
+@pytest.mark.parametrize("concurrency", [4, 1])
+def test_side_effects_of_a_task_run_at_most_engine_concurrency_at_a_time(
+    transactional_db, settings, track, make_workflow, receiver, concurrency
+):
+    settings.ENGINE_CONCURRENCY = concurrency
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    ids = start_runs(track, 12)
+
+    assert engine.executions_advance(ids) == {Execution.COMPLETED: 12}
+
+    assert receiver.most_in_flight == concurrency
+    # Each visit called the receiver once, with its own stable id.
+    assert len(receiver.ids) == 12 and len(set(receiver.ids)) == 12
+    assert StepRun.objects.filter(status=StepRun.COMPLETED).count() == 12
+
+
+def engine_writes(queries: CaptureQueriesContext) -> list[str]:
+    tables = ("workflows_app_execution", "workflows_app_steprun")
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(("UPDATE", "INSERT")) and any(t in q["sql"] for t in tables)
+    ]
+
+
+def test_a_tasks_writes_do_not_grow_with_its_runs(transactional_db, settings, track, make_workflow):
+    # Two steps with side effects, then a wait: per run that is a visit, an outcome and the
+    # next visit, another outcome, and the wait. Written for all runs together, the number
+    # of statements is the same for 2 runs as for 20.
+    settings.ENGINE_CONCURRENCY = 1  # deterministic: every run is back before the next write
+    steps = [
+        {"key": "a", "type": "update_contact", "config": {"set": {"a": 1}}},
+        {"key": "b", "type": "update_contact", "config": {"set": {"b": 2}}},
+        {"key": "pause", "type": "delay", "config": {"amount": 1, "unit": "hours"}},
+    ]
+    counts = []
+    for count, event in ((2, "order.paid"), (20, "order.shipped")):
+        make_workflow(*chain(*steps), trigger=event)
+        ids = start_runs(track, count, event)
+        with CaptureQueriesContext(connection) as queries:
+            assert engine.executions_advance(ids) == {Execution.WAITING: count}
+        counts.append(len(engine_writes(queries)))
+        assert StepRun.objects.filter(execution_id__in=ids).count() == 3 * count
+    # Three writes: 3 statements each (runs, new visits, finished visits), less the first.
+    assert counts[0] == counts[1] <= 8
+    assert Contact.objects.filter(data__a=1, data__b=2).count() == 20
+
+
+def test_the_heartbeat_renews_the_lease_while_a_step_runs(
+    transactional_db, settings, track, make_workflow, receiver
+):
+    # A 3-second lease and a step that takes 4 seconds: the heartbeat keeps the lease ahead of
+    # the clock all along, so the sweep never hands the run to another worker mid-step.
+    settings.ENGINE_LEASE_SECONDS = 3
+    settings.ENGINE_HEARTBEAT_SECONDS = 0.3
+    settings.ENGINE_STEP_BOUND_SECONDS = 1
+    seen: list[tuple[float, object, int]] = []
+
+    def during():
+        try:
+            for _ in range(8):
+                time.sleep(0.5)
+                lease = Execution.objects.values_list("lease_until", flat=True).get()
+                recovered = engine.executions_recover(now=timezone.now())
+                seen.append((time.time(), lease, recovered))
+        finally:
+            connections.close_all()
+
+    receiver.during = during
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    [pk] = start_runs(track, 1)
+
+    assert engine.executions_advance([pk]) == {Execution.COMPLETED: 1}
+
+    assert len(seen) == 8
+    assert all(recovered == 0 for _, _, recovered in seen)
+    # Never expired while the step ran, and renewed: the last lease ends well after the first.
+    assert all(lease.timestamp() > at for at, lease, _ in seen)
+    assert seen[-1][1] - seen[0][1] >= timedelta(seconds=3)
+    assert len(receiver.ids) == 1
+
+
+def test_no_step_begins_without_enough_lease_left(
+    transactional_db, settings, track, make_workflow, receiver, monkeypatch
+):
+    # The heartbeat fails (the database is away, say): the second run's step would begin with
+    # less lease left than a step may take, so it is not begun. The sweep hands it on once the
+    # lease is over, and its webhook is called then, once.
+    settings.ENGINE_CONCURRENCY = 1
+    settings.ENGINE_LEASE_SECONDS = 3
+    settings.ENGINE_HEARTBEAT_SECONDS = 0.3
+    settings.ENGINE_STEP_BOUND_SECONDS = 1
+    receiver.delay = 2.5
+
+    def refuse(ids):
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(engine, "executions_renew_leases", refuse)
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    ids = start_runs(track, 2)
+
+    assert engine.executions_advance(ids) == {Execution.COMPLETED: 1, "lease_short": 1}
+
+    assert len(receiver.ids) == 1
+    left = Execution.objects.get(status=Execution.RUNNING)
+    assert left.lease_until is not None and left.wake_at is None
+    assert left.step_runs.get().status == StepRun.STARTED  # its visit, not begun
+
+    time.sleep(max(0.0, (left.lease_until - timezone.now()).total_seconds()) + 0.1)
+    assert engine.executions_recover(now=timezone.now()) == 1
+    receiver.delay = 0
+    drain()
+    assert set(Execution.objects.values_list("status", flat=True)) == {Execution.COMPLETED}
+    assert len(receiver.ids) == 2 and len(set(receiver.ids)) == 2
+    assert StepRun.objects.filter(execution=left).count() == 1  # the same visit, carried on
+
+
+def test_the_clock_tells_the_worker_when_each_timer_was_due(db, settings, track, make_workflow):
+    make_workflow(
+        *chain({"key": "pause", "type": "delay", "config": {"amount": 1, "unit": "seconds"}}),
+        trigger="order.paid",
+    )
+    start_runs(track, 1)
+    [pk] = Execution.objects.values_list("pk", flat=True)
+    engine.executions_advance([pk])
+    due = Execution.objects.get().wake_at
+    assert due is not None
+    [(claimed, timer)] = engine.executions_claim(now=due + timedelta(seconds=2), limit=10)
+    assert (claimed, timer) == (pk, due)
