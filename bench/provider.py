@@ -20,7 +20,7 @@ duplicates and missing messages and time the first and last acceptance. The serv
 threaded, one thread per connection, so calls wait for their latency side by side: it serves
 hundreds of concurrent calls on any machine. It also counts the calls in flight, and their peak,
 which shows how many sends the product really had open at once, and the connections the calls
-came on (one per call: the client does not keep connections between sends).
+came on (the product keeps one alive per sending thread).
 
 Run alone for a manual look: `.venv/bin/python bench/provider.py --latency 0.2 --port 8025`.
 """
@@ -54,8 +54,8 @@ class Accepted:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    # The listen backlog: a burst of new connections (anymail opens one per send) must not be
-    # refused or delayed by SYN retries while the threads start.
+    # The listen backlog: a burst of new connections (every sending thread opens one at first)
+    # must not be refused or delayed by SYN retries while the threads start.
     request_queue_size = 1024
     connections = 0  # accepted so far: a client that reuses its connections makes fewer
 

@@ -8,12 +8,15 @@ import logging
 import re
 import smtplib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import MIMEPart
 from email.utils import parseaddr
 from typing import Any
 
+from anymail.backends.base_requests import AnymailRequestsBackend
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
@@ -280,11 +283,12 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
         message.save(update_fields=["status", "error", "updated_at"])
         metrics.email_result(Message.FAILED)
         raise SendPermanentError(error) from exc
-    connection = get_connection()
+    connection = _provider_connection()
     try:
         # Nothing of the message has left yet: any failure here is safe to retry.
         connection.open()
     except Exception as exc:  # noqa: BLE001 - the provider could not be reached
+        _provider_connection_drop(connection)
         error = f"{type(exc).__name__}: {exc}"[:2000]
         _release(message, error)
         metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
@@ -293,6 +297,7 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
     try:
         email.send()
     except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
+        _provider_connection_drop(connection)
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if _may_have_been_accepted(exc) and not settings.EMAIL_PROVIDER_IDEMPOTENT:
             # A timeout or a dropped connection while sending: the provider may have taken it.
@@ -316,8 +321,7 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
         metrics.email_result(Message.FAILED)
         raise SendPermanentError(error) from exc
     finally:
-        with contextlib.suppress(Exception):
-            connection.close()
+        _provider_connection_done(connection)
     status = getattr(email, "anymail_status", None)
     provider_id = getattr(status, "message_id", None)
     message.provider_message_id = "" if provider_id is None else str(provider_id)[:255]
@@ -338,6 +342,43 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
         now=message.sent_at,
     )
     return message
+
+
+# A provider's HTTP API (django-anymail) is called over one kept-alive connection per thread:
+# no TCP and TLS handshake per email. Reused only while recently used (servers close idle
+# keep-alive connections after a minute or so; a request racing that close would fail as an
+# interrupted send). SMTP gets a connection per email: a server drops idle SMTP sessions, and
+# a send failing on a dropped one could not tell whether the server had taken it.
+_REUSE_IDLE_SECONDS = 15.0
+_kept = threading.local()
+
+
+def _provider_connection() -> Any:
+    connection, backend, last_used = getattr(_kept, "entry", (None, "", 0.0))
+    if (
+        connection is not None
+        and backend == settings.EMAIL_BACKEND
+        and time.monotonic() - last_used < _REUSE_IDLE_SECONDS
+    ):
+        return connection
+    _provider_connection_drop(connection)
+    return get_connection()
+
+
+def _provider_connection_done(connection: Any) -> None:
+    """After a send: keep the connection for this thread's next one, or close it."""
+    if isinstance(connection, AnymailRequestsBackend) and connection.session is not None:
+        _kept.entry = (connection, settings.EMAIL_BACKEND, time.monotonic())
+        return
+    _provider_connection_drop(connection)
+
+
+def _provider_connection_drop(connection: Any) -> None:
+    if getattr(_kept, "entry", (None,))[0] is connection:
+        _kept.entry = (None, "", 0.0)
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 def _release(message: Message, error: str) -> None:
