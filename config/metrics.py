@@ -259,11 +259,12 @@ class DatabaseCollector:
         for status, count in by_status.items():
             executions.add_metric([status], count)
         yield executions
-        yield GaugeMetricFamily(
-            "lifecycle_queue_depth",
-            "Tasks enqueued for the worker and not yet finished.",
-            value=queue.queue_depth,
-        )
+        if queue.queue_depth is not None:  # None: the broker (Redis) did not answer
+            yield GaugeMetricFamily(
+                "lifecycle_queue_depth",
+                "Tasks enqueued for the worker and not yet finished.",
+                value=queue.queue_depth,
+            )
         yield GaugeMetricFamily(
             "lifecycle_due_runs",
             "Runs due now that no clock has claimed yet.",

@@ -207,3 +207,20 @@ def test_the_queued_tasks_page_on_the_database_lists_the_rows_without_a_redis_no
     text = boss.get("/admin/django_q/ormq/").content.decode()
     assert "Redis" not in text
     assert "1 Queued task" in text or "1 queued task" in text.lower()
+
+
+@pytest.mark.django_db
+def test_the_system_page_and_metrics_show_what_the_database_knows_when_redis_is_down(
+    on_redis, boss, settings
+):
+    on_redis.shutdown(nosave=True)
+    page = boss.get("/admin/workflows_app/processheartbeat/")
+    assert page.status_code == 200
+    assert "unavailable: the task broker did not answer" in page.content.decode()
+    settings.METRICS_TOKEN = "t" * 32
+    scrape = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {'t' * 32}")
+    assert scrape.status_code == 200
+    text = scrape.content.decode()
+    assert "lifecycle_database_up 1.0" in text  # the database is fine: not blamed
+    assert "lifecycle_queue_depth " not in text  # unknown, so not reported as a number
+    assert 'lifecycle_executions{status="RUNNING"}' in text

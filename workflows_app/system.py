@@ -3,6 +3,7 @@ task queue. Shown on the admin's System page and exported at /metrics."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,15 +15,27 @@ from templates_app.models import Message
 from workflows_app.models import Execution, ProcessHeartbeat
 from workflows_app.queue import queue_depth
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Backlog:
-    queue_depth: int  # tasks waiting for (or held by) a worker
+    queue_depth: int | None  # tasks waiting for (or held by) a worker; None: broker down
     due_unclaimed: int  # runs due now that no clock has handed out yet
     oldest_due_lag_seconds: float  # how late the most overdue of them is (0 when none)
     failed_last_hour: int  # runs that ended FAILED in the last hour
     unknown_last_hour: int  # emails whose delivery is unknown (a worker died mid-send)
     pending_webhook_retries: int  # runs waiting to try a Webhook step again
+
+
+def _queue_depth() -> int | None:
+    """The queue's depth, or None when the broker (Redis) does not answer: the page and the
+    metrics still show everything the database knows."""
+    try:
+        return queue_depth()
+    except Exception:  # noqa: BLE001 - e.g. redis.ConnectionError, a timeout
+        log.warning("the task broker did not answer", exc_info=True)
+        return None
 
 
 def backlog(now: datetime | None = None) -> Backlog:
@@ -32,7 +45,7 @@ def backlog(now: datetime | None = None) -> Backlog:
         n=Count("id"), oldest=Min("wake_at")
     )
     return Backlog(
-        queue_depth=queue_depth(),
+        queue_depth=_queue_depth(),
         due_unclaimed=due["n"],
         oldest_due_lag_seconds=(now - due["oldest"]).total_seconds() if due["oldest"] else 0.0,
         failed_last_hour=Execution.objects.filter(
@@ -134,8 +147,12 @@ def system_checks(now: datetime | None = None) -> tuple[list[Process], list[Chec
         _processes_check("Clocks", ProcessHeartbeat.CLOCK, procs),
         Check(
             "Queue depth (tasks)",
-            str(b.queue_depth),
-            _level(b.queue_depth, amber=queued_amber, red=10 * queued_amber),
+            "unavailable: the task broker did not answer"
+            if b.queue_depth is None
+            else str(b.queue_depth),
+            RED
+            if b.queue_depth is None
+            else _level(b.queue_depth, amber=queued_amber, red=10 * queued_amber),
             f"amber from {queued_amber} (CLOCK_MAX_QUEUED_TASKS: the clock stops claiming), "
             f"red from {10 * queued_amber}",
         ),
