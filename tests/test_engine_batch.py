@@ -218,3 +218,30 @@ def test_the_clock_tells_the_worker_when_each_timer_was_due(db, settings, track,
     assert due is not None
     [(claimed, timer)] = engine.executions_claim(now=due + timedelta(seconds=2), limit=10)
     assert (claimed, timer) == (pk, due)
+
+
+def test_only_steps_that_wait_on_the_network_run_in_threads(
+    transactional_db, settings, track, make_workflow, receiver, monkeypatch
+):
+    # An Update Contact only writes to the database: threads would cost it more CPU than they
+    # save, so it runs in the task's own thread; the webhook after it runs in the pool (its
+    # calls overlap: test_side_effects_of_a_task_run_at_most_engine_concurrency_at_a_time).
+    from workflows_app.steps import update_contact
+
+    settings.ENGINE_CONCURRENCY = 4
+    seen: set[str] = set()
+    original = update_contact.contact_update_data
+
+    def recording(**kwargs):
+        seen.add(threading.current_thread().name)
+        return original(**kwargs)
+
+    monkeypatch.setattr(update_contact, "contact_update_data", recording)
+    steps = [{"key": "tag", "type": "update_contact", "config": {"set": {"a": 1}}}]
+    make_workflow(*chain(*steps, hook(receiver.url)), trigger="order.paid")
+    ids = start_runs(track, 6)
+
+    assert engine.executions_advance(ids) == {Execution.COMPLETED: 6}
+    assert seen == {threading.current_thread().name}
+    assert receiver.most_in_flight == 4
+    assert len(receiver.ids) == 6

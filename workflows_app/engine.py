@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -372,6 +372,7 @@ class _Advance:
         self.released = False
         self.lease_until: datetime | None = execution.lease_until
         self.pass_: Generator[bool] | None = None
+        self.effect: StepType | None = None  # the step whose side effect comes next
         self.last: bool = _DONE
 
     # -- Pending writes
@@ -475,6 +476,7 @@ class _Advance:
                 # write (also for a retried visit: its task may have waited in the queue).
                 if run.pk is None:
                     self.record(run)
+                self.effect = step.kind
                 yield _EFFECT
                 if not self._lease_covers_a_step():
                     return
@@ -571,23 +573,24 @@ class _Advance:
 
 # -- Writing many runs at once
 
-# Step visits skip the ORM's bulk_create on PostgreSQL (its UNNEST arrays and per-field
-# preparation cost more CPU than the database spends on the rows).
+# On PostgreSQL, many rows are written with one statement whose parameters are one array per
+# column (UNNEST): the statement's text stays the same whatever the number of rows, so the
+# driver parses its placeholders once (thousands of placeholders in a VALUES list cost more
+# CPU than the database spent on the rows), and the ORM's per-field preparation is skipped.
 _RUN_FIELDS = (
-    "execution_id",
-    "step_id",
-    "step_key",
-    "step_type",
-    "status",
-    "branch",
-    "output",
-    "error",
-    "attempts",
-    "message_id",
-    "started_at",
-    "finished_at",
+    ("execution_id", "bigint"),
+    ("step_id", "bigint"),
+    ("step_key", "varchar"),
+    ("step_type", "varchar"),
+    ("status", "varchar"),
+    ("branch", "varchar"),
+    ("output", "jsonb"),
+    ("error", "text"),
+    ("attempts", "integer"),
+    ("message_id", "bigint"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
 )
-_RUN_ROW = "(" + ", ".join("%s::jsonb" if f == "output" else "%s" for f in _RUN_FIELDS) + ")"
 _RUN_MUTABLE = (
     ("status", "varchar"),
     ("branch", "varchar"),
@@ -620,19 +623,27 @@ def _run_value(run: StepRun, field: str) -> Any:
     return _json(value) if field == "output" else value
 
 
+def _arrays(columns: Sequence[tuple[str, str]]) -> str:
+    """`UNNEST(%s::type[], ...) AS v(name, ...)`; jsonb travels as text (the driver's JSON
+    adaptation of each value would cost more) and is cast once in the database."""
+    arrays = ", ".join(
+        "%s::text[]::jsonb[]" if kind == "jsonb" else f"%s::{kind}[]" for _, kind in columns
+    )
+    return f"UNNEST({arrays}) AS v({', '.join(name for name, _ in columns)})"
+
+
+def _by_column(rows: list[list[Any]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)]
+
+
 def _update_from_values(
     table: str, columns: list[tuple[str, str]], rows: list[list[Any]], assign: str, match: str
 ) -> list[int]:
-    """One UPDATE of many rows: `UPDATE table x SET <assign> FROM (VALUES ...) v(<columns>)
+    """One UPDATE of many rows: `UPDATE table x SET <assign> FROM UNNEST(...) v(<columns>)
     WHERE <match> RETURNING x.id` (PostgreSQL)."""
-    row = "(" + ", ".join(f"%s::{kind}" for _, kind in columns) + ")"
-    names = ", ".join(name for name, _ in columns)
-    sql = (
-        f"UPDATE {table} x SET {assign} FROM (VALUES {', '.join([row] * len(rows))}) "
-        f"AS v({names}) WHERE {match} RETURNING x.id"
-    )
+    sql = f"UPDATE {table} x SET {assign} FROM {_arrays(columns)} WHERE {match} RETURNING x.id"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [value for values in rows for value in values])
+        cursor.execute(sql, _by_column(rows, len(columns)))
         return [r[0] for r in cursor.fetchall()]
 
 
@@ -716,11 +727,12 @@ def _write_step_runs(advances: list[_Advance]) -> None:
         )
     if new:
         sql = (
-            f"INSERT INTO {table} ({', '.join(_RUN_FIELDS)}) "
-            f"VALUES {', '.join([_RUN_ROW] * len(new))} RETURNING id"
+            f"INSERT INTO {table} ({', '.join(name for name, _ in _RUN_FIELDS)}) "
+            f"SELECT * FROM {_arrays(_RUN_FIELDS)} RETURNING id"
         )
+        rows = [[_run_value(run, f) for f, _ in _RUN_FIELDS] for run in new]
         with connection.cursor() as cursor:
-            cursor.execute(sql, [_run_value(run, f) for run in new for f in _RUN_FIELDS])
+            cursor.execute(sql, _by_column(rows, len(_RUN_FIELDS)))
             ids = [row[0] for row in cursor.fetchall()]
         for run, pk in zip(new, ids, strict=True):
             run.pk = pk
@@ -903,7 +915,7 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                         adv.stop()
                     elif adv.last is _DONE:
                         adv.stop()
-                    elif pool is None:
+                    elif pool is None or not (adv.effect and adv.effect.waits_on_network):
                         resumed(adv, adv.resume)
                     else:
                         in_flight[pool.submit(_resume_in_thread, adv)] = adv

@@ -176,6 +176,11 @@ class StepType:
     # True when running the step touches the outside world or other rows: the engine then
     # records the visit before running it and commits right after, so a retry finds the visit.
     side_effects: ClassVar[bool] = False
+    # True when running the step mostly waits on another server (an email provider, a webhook
+    # receiver): the engine then runs it in a thread, beside the same task's other such steps
+    # (ENGINE_CONCURRENCY). A step that only writes to the database runs in the task's own
+    # thread: threads would cost it more CPU than they save.
+    waits_on_network: ClassVar[bool] = False
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     # The config field (if any) that names a template. In documents (files, canvas) it holds
     # the template's name; in the database the step points at the template by key instead
@@ -231,6 +236,7 @@ class StepType:
             "branch_list": dict(self.branch_list),
             "waits": self.waits,
             "side_effects": self.side_effects,
+            "waits_on_network": self.waits_on_network,
             "template_field": self.template_field,
             "config_schema": self.Config.model_json_schema(),
         }

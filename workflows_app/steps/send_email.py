@@ -78,6 +78,7 @@ class SendEmail(StepType):
     description = "Send a template to the contact, or to a fixed address."
     Config = SendEmailConfig
     side_effects = True
+    waits_on_network = True
     template_field = "template"
     # A provider's transient refusal (SMTP 4xx, HTTP 429/5xx): five visits, a minute apart at
     # first.

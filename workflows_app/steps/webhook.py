@@ -124,6 +124,7 @@ class Webhook(StepType):
     description = "Call a URL with the contact and event data."
     Config = WebhookConfig
     side_effects = True
+    waits_on_network = True
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
         # As written, with the URL trimmed and the method in capitals.
