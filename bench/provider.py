@@ -183,6 +183,9 @@ class ProviderStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the real API
+            # The headers and the body go out in two writes: without TCP_NODELAY the second
+            # waits for the client's delayed ACK (40 ms on Linux), a stall no real API has.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)

@@ -186,10 +186,12 @@ def message_send(
             return SendResult(existing, sent_now=False)
         return SendResult(_deliver(existing, template, contact), sent_now=True)
 
-    # Checked again at the moment of sending, not only when the workflow reached the step.
-    fresh = Contact.objects.only("subscribed").get(pk=contact.pk)
-    if template.type == Template.MARKETING and to_email is None and not fresh.subscribed:
-        raise SendSkipped("skipped: unsubscribed")
+    # Checked again at the moment of sending, not only when the workflow reached the step
+    # (only marketing mail to the contact depends on it).
+    if template.type == Template.MARKETING and to_email is None:
+        subscribed = Contact.objects.filter(pk=contact.pk).values_list("subscribed", flat=True)
+        if not subscribed.get():
+            raise SendSkipped("skipped: unsubscribed")
 
     rendered = template_render(
         template=template, contact=contact, context=context, workflow_name=workflow_name

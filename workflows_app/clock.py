@@ -26,8 +26,6 @@ from workflows_app.queue import queue_depth
 
 log = logging.getLogger(__name__)
 
-TASK_SIZE = 25  # executions per worker task: a batch per task, not a step per task
-
 
 def clock_tick(
     *, now: datetime | None = None, batch_size: int | None = None, max_queued: int | None = None
@@ -47,8 +45,9 @@ def clock_tick(
         claimed = engine.executions_claim(
             now=now, limit=batch_size if batch_size is not None else settings.CLOCK_BATCH_SIZE
         )
-        for start in range(0, len(claimed), TASK_SIZE):
-            chunk = claimed[start : start + TASK_SIZE]
+        size = max(1, settings.ENGINE_TASK_SIZE)
+        for start in range(0, len(claimed), size):
+            chunk = claimed[start : start + size]
             # When each ended timer was due, so the worker can tell how late it begins.
             timers = {pk: due.timestamp() for pk, due in chunk if due is not None}
             args: tuple = (
