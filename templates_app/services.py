@@ -347,11 +347,11 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
 
 
 # A provider's HTTP API (django-anymail) is called over one kept-alive connection per thread:
-# no TCP and TLS handshake per email. Reused only while recently used (servers close idle
-# keep-alive connections after a minute or so; a request racing that close would fail as an
-# interrupted send). SMTP gets a connection per email: a server drops idle SMTP sessions, and
-# a send failing on a dropped one could not tell whether the server had taken it.
-_REUSE_IDLE_SECONDS = 15.0
+# no TCP and TLS handshake per email while emails flow. Reused only within a few seconds of
+# its last use: servers close idle keep-alive connections (some after 5 s), and a request
+# racing that close fails as an interrupted send (unknown, not sent again). SMTP gets a
+# connection per email: a server drops idle SMTP sessions, with the same risk.
+_REUSE_IDLE_SECONDS = 3.0
 _kept = threading.local()
 
 

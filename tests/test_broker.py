@@ -4,6 +4,7 @@ not a Redis URL, and on Redis a task is pushed only once the work it names is co
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,15 @@ LIST_KEY = "django_q:lifecycle:q"  # django-q2's Redis list for the cluster name
 def broker_settings(url: str | None) -> subprocess.CompletedProcess:
     """Loads the settings in a fresh interpreter with Q_BROKER_URL set (or unset) and prints
     the broker part of Q_CLUSTER and the broker django-q2 would use."""
-    env = {k: v for k, v in os.environ.items() if k != "Q_BROKER_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="true")
+    # No database is needed to choose the broker; django-q2's database broker opens the default
+    # connection, so it is a throwaway SQLite file rather than a PostgreSQL database that may
+    # not exist (the test run's own is created by pytest under another name).
+    env = {k: v for k, v in os.environ.items() if k not in ("Q_BROKER_URL", "DATABASE_URL")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DEBUG="true",
+        SQLITE_PATH=os.path.join(tempfile.mkdtemp(), "db.sqlite3"),
+    )
     if url is not None:
         env["Q_BROKER_URL"] = url
     code = (

@@ -12,7 +12,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -216,8 +216,8 @@ def test_the_clock_tells_the_worker_when_each_timer_was_due(db, settings, track,
     engine.executions_advance([pk])
     due = Execution.objects.get().wake_at
     assert due is not None
-    [(claimed, timer)] = engine.executions_claim(now=due + timedelta(seconds=2), limit=10)
-    assert (claimed, timer) == (pk, due)
+    [claim] = engine.executions_claim(now=due + timedelta(seconds=2), limit=10)
+    assert (claim.id, claim.due, claim.version) == (pk, due, Execution.objects.get().version)
 
 
 def test_only_steps_that_wait_on_the_network_run_in_threads(
@@ -245,3 +245,110 @@ def test_only_steps_that_wait_on_the_network_run_in_threads(
     assert seen == {threading.current_thread().name}
     assert receiver.most_in_flight == 4
     assert len(receiver.ids) == 6
+
+
+def test_a_task_leaves_alone_a_run_that_moved_since_its_claim(db, track, make_workflow, receiver):
+    # The task waited in the queue past the run's lease: the run was made due again and handed
+    # to another worker. The stale task must not move it (or call its webhook) as well.
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    assert track.post({"event": "order.paid", "email": "ann@example.com"}).status_code == 200
+    [claim] = engine.executions_claim(now=timezone.now(), limit=10)
+    later = timezone.now() + timedelta(seconds=600)
+    assert engine.executions_recover(now=later) == 1
+    [again] = engine.executions_claim(now=later, limit=10)
+    assert again.version > claim.version
+
+    stale = engine.executions_advance([claim.id], versions={claim.id: claim.version})
+
+    assert stale == {"stale": 1}
+    assert not StepRun.objects.exists() and receiver.ids == []
+    fresh = engine.executions_advance([again.id], versions={again.id: again.version})
+    assert fresh == {Execution.COMPLETED: 1} and len(receiver.ids) == 1
+
+
+def test_a_renewal_needs_the_version_the_worker_holds_and_never_shortens(db, track, make_workflow):
+    make_workflow(*chain(hook("http://127.0.0.1:9/hook")), trigger="order.paid")
+    assert track.post({"event": "order.paid", "email": "ann@example.com"}).status_code == 200
+    [claim] = engine.executions_claim(now=timezone.now(), limit=10)
+    before = Execution.objects.get().lease_until
+
+    assert engine.executions_renew_leases({claim.id: claim.version - 1}) == {}
+    assert Execution.objects.get().lease_until == before
+    renewed = engine.executions_renew_leases({claim.id: claim.version})
+    assert list(renewed) == [claim.id] and renewed[claim.id] >= before
+    far = timezone.now() + timedelta(hours=1)
+    Execution.objects.update(lease_until=far)
+    engine.executions_renew_leases({claim.id: claim.version})
+    assert Execution.objects.get().lease_until == far  # not shortened
+
+
+def test_a_run_cancelled_while_its_visit_waits_for_a_thread_does_nothing_more(
+    transactional_db, settings, track, make_workflow, receiver
+):
+    # Two threads, three runs: the third run's visit is written, then waits for a thread. It
+    # is cancelled meanwhile: its webhook is never called.
+    settings.ENGINE_CONCURRENCY = 2
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    ids = start_runs(track, 3)
+    last = max(ids)
+
+    def during():
+        try:
+            engine.execution_cancel(execution=Execution.objects.get(pk=last), by="ops")
+            time.sleep(0.3)
+        finally:
+            connections.close_all()
+
+    receiver.during = during
+    assert engine.executions_advance(ids) == {Execution.COMPLETED: 2, "untouched": 1}
+    assert Execution.objects.get(pk=last).status == Execution.CANCELLED
+    assert len(receiver.ids) == 2
+    assert StepRun.objects.get(execution_id=last).status == StepRun.CANCELLED
+
+
+def test_a_worker_asked_to_stop_hands_back_visits_still_waiting_for_a_thread(
+    transactional_db, settings, track, make_workflow, receiver
+):
+    from workflows_app import shutdown
+
+    settings.ENGINE_CONCURRENCY = 2
+    make_workflow(*chain(hook(receiver.url)), trigger="order.paid")
+    ids = start_runs(track, 3)
+
+    def during():
+        shutdown.request()
+        time.sleep(0.3)
+
+    receiver.during = during
+    try:
+        assert engine.executions_advance(ids) == {Execution.COMPLETED: 2, "released": 1}
+        held = Execution.objects.get(status=Execution.RUNNING)
+        assert held.lease_until is None and held.wake_at <= timezone.now()  # due again now
+        assert held.step_runs.get().status == StepRun.STARTED  # its visit, not begun
+        assert len(receiver.ids) == 2
+    finally:
+        shutdown.reset()
+    receiver.during = None
+    drain()
+    assert set(Execution.objects.values_list("status", flat=True)) == {Execution.COMPLETED}
+    assert len(receiver.ids) == 3 and len(set(receiver.ids)) == 3
+    assert StepRun.objects.count() == 3  # the handed-back visit was carried on, not redone
+
+
+def test_when_a_tasks_write_fails_each_run_is_written_alone(
+    transactional_db, settings, track, make_workflow, monkeypatch
+):
+    settings.ENGINE_CONCURRENCY = 1
+    real_write = engine._write
+
+    def refuse_batches(advances):
+        if len(advances) > 1:
+            raise DatabaseError("deadlock detected")
+        return real_write(advances)
+
+    monkeypatch.setattr(engine, "_write", refuse_batches)
+    steps = [{"key": "tag", "type": "update_contact", "config": {"set": {"a": 1}}}]
+    make_workflow(*chain(*steps), trigger="order.paid")
+    ids = start_runs(track, 4)
+    assert engine.executions_advance(ids) == {Execution.COMPLETED: 4}
+    assert StepRun.objects.filter(status=StepRun.COMPLETED).count() == 4

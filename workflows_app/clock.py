@@ -48,12 +48,13 @@ def clock_tick(
         size = max(1, settings.ENGINE_TASK_SIZE)
         for start in range(0, len(claimed), size):
             chunk = claimed[start : start + size]
-            # When each ended timer was due, so the worker can tell how late it begins.
-            timers = {pk: due.timestamp() for pk, due in chunk if due is not None}
-            args: tuple = (
-                ([pk for pk, _ in chunk], timers) if timers else ([pk for pk, _ in chunk],)
+            # Each run's version as claimed (the task moves only runs still so), and when
+            # each ended timer was due (so the worker can tell how late it begins).
+            timers = {c.id: c.due.timestamp() for c in chunk if c.due is not None}
+            versions = {c.id: c.version for c in chunk}
+            enqueue(
+                "workflows_app.tasks.advance_executions", [c.id for c in chunk], timers, versions
             )
-            enqueue("workflows_app.tasks.advance_executions", *args)
     return len(claimed)
 
 
@@ -126,7 +127,9 @@ def clock_loop(
             pause = interval
             if claimed < settings.CLOCK_BATCH_SIZE:
                 next_due = clock_next_due()
-                if next_due is not None:
+                # Sooner than the interval only for a timer still to come: runs due now and
+                # not claimed are held back (workers behind) or another clock's.
+                if next_due:
                     pause = min(interval, max(next_due, 0.02))
         except Exception:  # noqa: BLE001 - the clock must outlive a database hiccup
             log.exception("clock iteration failed; retrying")

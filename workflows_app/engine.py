@@ -227,19 +227,27 @@ UPDATE workflows_app_execution x SET
   version = x.version + 1, updated_at = %(now)s
 FROM due
 WHERE x.id = due.id
-RETURNING x.id, CASE WHEN due.status = 'WAITING' THEN due.wake_at END
+RETURNING x.id, x.version, CASE WHEN due.status = 'WAITING' THEN due.wake_at END
 """
 
 
 def executions_claim_due(*, now: datetime, limit: int) -> list[int]:
     """Claims up to `limit` due runs for a worker (call inside a transaction); returns their
     ids. See executions_claim."""
-    return [pk for pk, _ in executions_claim(now=now, limit=limit)]
+    return [claim.id for claim in executions_claim(now=now, limit=limit)]
 
 
-def executions_claim(*, now: datetime, limit: int) -> list[tuple[int, datetime | None]]:
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    version: int  # the run's version as the claim left it: the task moves it only so
+    due: datetime | None  # when its timer was due, for a run whose timer ended
+
+
+def executions_claim(*, now: datetime, limit: int) -> list[Claim]:
     """Claims up to `limit` due runs for a worker (call inside a transaction); returns each
-    run's id, and for a run whose timer ended, when that timer was due.
+    run's id, its version after the claim, and for a run whose timer ended, when that timer
+    was due.
 
     A WAITING run whose timer ended becomes RUNNING with its branch decided: `timeout` for a
     Wait for Event, `next` for a Delay. A resuming event and a timeout race for the same row;
@@ -249,9 +257,9 @@ def executions_claim(*, now: datetime, limit: int) -> list[tuple[int, datetime |
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_CLAIM_SQL, {"now": now, "lease": lease, "limit": limit})
-            return [(row[0], row[1]) for row in cursor.fetchall()]
+            return [Claim(*row) for row in cursor.fetchall()]
     # SQLite: writers are serialised, so conditional updates one by one are enough.
-    claimed: list[tuple[int, datetime | None]] = []
+    claimed: list[Claim] = []
     due = (
         Execution.objects.filter(wake_at__lte=now, status__in=Execution.ACTIVE)
         .order_by("wake_at")
@@ -269,7 +277,7 @@ def executions_claim(*, now: datetime, limit: int) -> list[tuple[int, datetime |
             version=version + 1,
             updated_at=now,
         ):
-            claimed.append((pk, wake_at if status == WAITING else None))
+            claimed.append(Claim(pk, version + 1, wake_at if status == WAITING else None))
     return claimed
 
 
@@ -373,6 +381,7 @@ class _Advance:
         self.lease_until: datetime | None = execution.lease_until
         self.pass_: Generator[bool] | None = None
         self.effect: StepType | None = None  # the step whose side effect comes next
+        self.deferred = False  # its side effect waits for a thread (written some time before)
         self.last: bool = _DONE
 
     # -- Pending writes
@@ -478,6 +487,18 @@ class _Advance:
                     self.record(run)
                 self.effect = step.kind
                 yield _EFFECT
+                if self.deferred:
+                    # This visit waited for a free thread since it was written: the worker may
+                    # have been asked to stop, or the run cancelled, meanwhile.
+                    self.deferred = False
+                    if shutdown.requested():
+                        self.release()  # the visit is written: the next worker carries it on
+                        yield _DONE
+                        return
+                    if not Execution.objects.filter(
+                        pk=ex.pk, version=ex.version, status=RUNNING
+                    ).exists():
+                        raise _Lost()
                 if not self._lease_covers_a_step():
                     return
             self.visits += 1
@@ -785,7 +806,9 @@ class _Heartbeat:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stopped.set()
-        self.thread.join()
+        # A renewal stuck on the database must not hold the task: the thread is a daemon, and
+        # closes its connection when the call returns.
+        self.thread.join(timeout=5)
 
     def _loop(self) -> None:
         try:
@@ -794,29 +817,44 @@ class _Heartbeat:
                 if not held:
                     continue
                 try:
-                    renewed, lease = executions_renew_leases(list(held))
+                    renewed = executions_renew_leases({pk: a.ex.version for pk, a in held.items()})
                 except Exception:  # noqa: BLE001 - the leases then run out; logged
                     log.exception("could not renew the leases of %d run(s)", len(held))
                     close_old_connections()
                     continue
-                for pk in renewed:
+                for pk, lease in renewed.items():
                     held[pk].lease_until = lease
         finally:
             connections.close_all()  # this thread's own connection
 
 
-def executions_renew_leases(ids: list[int]) -> tuple[list[int], datetime]:
-    """Extends the lease of the runs among `ids` that a worker still holds; returns which, and
-    the new end of their lease."""
+def executions_renew_leases(held: dict[int, int]) -> dict[int, datetime]:
+    """Extends the lease of the runs a worker holds, given as {id: version}: only a run still
+    at that version (so still this worker's), RUNNING and not handed back. A lease is never
+    shortened (a write may have just set a later one). Returns the renewed runs' new lease
+    ends. A run whose version moved meanwhile (this worker's own write, a cancel) is left out:
+    its write set a lease, or it is not this worker's any more."""
     lease = timezone.now() + timedelta(seconds=settings.ENGINE_LEASE_SECONDS)
-    renewed = Execution.objects.filter(
-        pk__in=ids, status=RUNNING, wake_at__isnull=True, lease_until__isnull=False
-    )
-    pks = list(renewed.values_list("pk", flat=True))
-    Execution.objects.filter(pk__in=pks, status=RUNNING, wake_at__isnull=True).update(
-        lease_until=lease
-    )
-    return pks, lease
+    if connection.vendor == "postgresql":
+        sql = (
+            f"UPDATE {Execution._meta.db_table} x "
+            "SET lease_until = GREATEST(x.lease_until, %s) "
+            "FROM UNNEST(%s::bigint[], %s::integer[]) AS v(id, version) "
+            "WHERE x.id = v.id AND x.version = v.version AND x.status = 'RUNNING' "
+            "AND x.wake_at IS NULL AND x.lease_until IS NOT NULL "
+            "RETURNING x.id, x.lease_until"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [lease, list(held), list(held.values())])
+            return dict(cursor.fetchall())
+    renewed = {}
+    for pk, version in held.items():
+        still = Execution.objects.filter(
+            pk=pk, version=version, status=RUNNING, wake_at__isnull=True, lease_until__isnull=False
+        )
+        if still.filter(lease_until__lt=lease).update(lease_until=lease):
+            renewed[pk] = lease
+    return renewed
 
 
 # -- Side effects in threads
@@ -872,6 +910,28 @@ def _resume_in_thread(adv: _Advance) -> bool:
     return adv.resume()
 
 
+def _write_or_each(batch: list[_Advance], trouble: dict[_Advance, str]) -> set[_Advance]:
+    """Writes the batch in one transaction; if that fails (a row the database refuses, a
+    deadlock with a cancel), each run on its own, so one run's trouble is not every run's.
+    Runs whose own write fails are marked "error" in `trouble` (the sweep retries them)."""
+    try:
+        return set(_write(batch))
+    except Exception:  # noqa: BLE001 - e.g. the database went away; tried one by one below
+        if len(batch) == 1:
+            log.exception("writing execution %s failed; the sweep will retry it", batch[0].ex.pk)
+            trouble[batch[0]] = "error"
+            return set()
+        log.warning("writing %d runs together failed; writing each alone", len(batch))
+    written: set[_Advance] = set()
+    for adv in batch:
+        try:
+            written.update(_write([adv]))
+        except Exception:  # noqa: BLE001 - this run only
+            log.exception("writing execution %s failed; the sweep will retry it", adv.ex.pk)
+            trouble[adv] = "error"
+    return written
+
+
 def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
     """Moves every run as far as it goes now; returns what went wrong for those that did not
     end normally ("lost", "error", "lease_short")."""
@@ -885,6 +945,10 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
             else:  # too little lease left to begin a step (_lease_covers_a_step)
                 trouble[adv] = "lease_short"
                 adv.stop()
+        except _Lost:
+            log.info("execution %s changed while advancing (cancelled?)", adv.ex.pk)
+            trouble[adv] = "lost"
+            adv.stop()
         except Exception:  # noqa: BLE001 - one broken run never stops the others
             log.exception("advancing execution %s failed; the sweep will retry it", adv.ex.pk)
             trouble[adv] = "error"
@@ -899,17 +963,12 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
     with heartbeat:
         while ready or in_flight:
             if ready:
-                batch, ready[:] = list(ready), []
-                try:
-                    written = set(_write(batch))
-                except Exception:  # noqa: BLE001 - e.g. the database went away
-                    log.exception("writing %d run(s) failed; the sweep will retry them", len(batch))
-                    for adv in batch:
-                        trouble[adv] = "error"
-                        adv.stop()
-                    continue
+                batch, ready[:] = sorted(ready, key=lambda a: a.ex.pk), []
+                written = _write_or_each(batch, trouble)
                 for adv in batch:
-                    if adv not in written:
+                    if adv in trouble:  # its write failed: the sweep retries it
+                        adv.stop()
+                    elif adv not in written:
                         log.info("execution %s changed while advancing (cancelled?)", adv.ex.pk)
                         trouble[adv] = "lost"
                         adv.stop()
@@ -918,6 +977,7 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                     elif pool is None or not (adv.effect and adv.effect.waits_on_network):
                         resumed(adv, adv.resume)
                     else:
+                        adv.deferred = True
                         in_flight[pool.submit(_resume_in_thread, adv)] = adv
                 continue
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -1011,14 +1071,25 @@ def executions_release(rows: list[Execution], *, now: datetime) -> int:
     )
 
 
-def executions_advance(ids: list[int], timers: dict[int, float] | None = None) -> dict[str, int]:
+def executions_advance(
+    ids: list[int], timers: dict[int, float] | None = None, versions: dict[int, int] | None = None
+) -> dict[str, int]:
     """A worker task's body: moves its runs together; one broken run never stops the others.
 
+    `versions` are the runs' versions as the clock's claim left them: a run that moved since
+    (its lease ran out while this task waited in the queue, and it was handed to another
+    worker or is due again) is not this task's any more, and is left alone ("stale").
     `timers` are the runs the clock handed out because their timer ended, with when it was due
     (a Unix time): how late each begins is recorded (lifecycle_timer_lateness_seconds). When
     the worker is asked to stop, runs not begun are handed back at once, due again.
     """
     rows = Execution.objects.select_related("workflow", "contact").in_bulk(ids)
+    if versions is not None:
+        rows = {
+            pk: ex
+            for pk, ex in rows.items()
+            if ex.version == versions.get(pk) and ex.status == RUNNING and ex.wake_at is None
+        }
     if shutdown.requested():
         released = executions_release(list(rows.values()), now=timezone.now())
         log.info("stopping: handed back %d run(s) not started", released)
@@ -1031,7 +1102,7 @@ def executions_advance(ids: list[int], timers: dict[int, float] | None = None) -
     results, _ = _advance_many([rows[pk] for pk in ids if pk in rows])
     outcome: dict[str, int] = {}
     for pk in ids:
-        status = results.get(pk, "")
+        status = results.get(pk, "") if pk in rows or versions is None else "stale"
         label = {"": "untouched", "lost": "untouched"}.get(status, status)
         outcome[label] = outcome.get(label, 0) + 1
     return outcome
@@ -1045,6 +1116,7 @@ def _cancel(queryset, *, by: str, now: datetime) -> int:
         # Locked, so the step-run update below only touches runs this call really cancels.
         ids = list(
             queryset.filter(status__in=Execution.ACTIVE)
+            .order_by("pk")  # in id order, as workers write: no deadlock between the two
             .select_for_update()
             .values_list("id", flat=True)
         )

@@ -3,5 +3,7 @@
 from workflows_app import engine
 
 
-def advance_executions(ids: list[int], timers: dict[int, float] | None = None) -> dict[str, int]:
-    return engine.executions_advance(ids, timers)
+def advance_executions(
+    ids: list[int], timers: dict[int, float] | None = None, versions: dict[int, int] | None = None
+) -> dict[str, int]:
+    return engine.executions_advance(ids, timers, versions)
