@@ -367,7 +367,7 @@ Q_CLUSTER: dict[str, Any] = {
     # Saving successes costs a prune query per task; failures are still kept.
     "save_limit": -1,
     "ack_failures": True,
-    "poll": env_int("Q_POLL_MS", 100) / 1000,
+    "poll": env_int("Q_POLL_MS", 50) / 1000,
     "catch_up": False,
     "sync": env_bool("Q_SYNC", False),
     "label": "Background tasks",

@@ -352,3 +352,20 @@ def test_when_a_tasks_write_fails_each_run_is_written_alone(
     ids = start_runs(track, 4)
     assert engine.executions_advance(ids) == {Execution.COMPLETED: 4}
     assert StepRun.objects.filter(status=StepRun.COMPLETED).count() == 4
+
+
+@pytest.mark.parametrize(
+    ("claimed", "next_due", "pause"),
+    [
+        (0, None, 0.2),  # no timer set: the interval (for runs /v1/track starts meanwhile)
+        (0, 0.05, 0.05),  # a timer ends sooner than the interval: wake for it
+        (0, 5.0, 0.2),  # later than the interval: the interval
+        (3, 0.0, 0.02),  # one fell due since this claim: again soon
+        (0, 0.0, 0.2),  # due, yet nothing claimed: held back or another clock's, no busy loop
+        (0, 0.001, 0.02),  # never under 20 ms
+    ],
+)
+def test_the_clock_sleeps_until_the_next_timer_but_never_spins(claimed, next_due, pause):
+    from workflows_app.clock import clock_pause
+
+    assert clock_pause(0.2, claimed=claimed, next_due=next_due) == pause

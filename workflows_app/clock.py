@@ -72,6 +72,16 @@ def clock_next_due(*, now: datetime | None = None) -> float | None:
     return None if wake_at is None else max(0.0, (wake_at - now).total_seconds())
 
 
+def clock_pause(interval: float, *, claimed: int, next_due: float | None) -> float:
+    """How long the clock sleeps after a claim that took every due run it could: until the
+    next timer ends when that is sooner than the interval (at least 20 ms), also for a timer
+    that fell due since the claim. But a claim of nothing while runs are due means they are
+    held back (the workers are behind) or another clock's: then the whole interval."""
+    if next_due is None or (next_due == 0 and claimed == 0):
+        return interval
+    return min(interval, max(next_due, 0.02))
+
+
 def clock_recover(*, now: datetime | None = None) -> int:
     """Makes the runs of a vanished worker (lease over) due again: every CLOCK_RECOVER_SECONDS,
     so they go on within a few seconds of their lease's end."""
@@ -126,11 +136,7 @@ def clock_loop(
             claimed = clock_tick()
             pause = interval
             if claimed < settings.CLOCK_BATCH_SIZE:
-                next_due = clock_next_due()
-                # Sooner than the interval only for a timer still to come: runs due now and
-                # not claimed are held back (workers behind) or another clock's.
-                if next_due:
-                    pause = min(interval, max(next_due, 0.02))
+                pause = clock_pause(interval, claimed=claimed, next_due=clock_next_due())
         except Exception:  # noqa: BLE001 - the clock must outlive a database hiccup
             log.exception("clock iteration failed; retrying")
             close_old_connections()
