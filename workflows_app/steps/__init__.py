@@ -9,6 +9,7 @@ from workflows_app.steps.condition import Condition
 from workflows_app.steps.delay import Delay
 from workflows_app.steps.exit import Exit
 from workflows_app.steps.send_email import SendEmail
+from workflows_app.steps.split import Split
 from workflows_app.steps.update_contact import UpdateContact
 from workflows_app.steps.wait_for_event import WaitForEvent
 from workflows_app.steps.webhook import Webhook
@@ -20,6 +21,7 @@ STEP_TYPES: dict[str, StepType] = {
         Delay(),
         WaitForEvent(),
         Condition(),
+        Split(),
         Webhook(),
         UpdateContact(),
         Exit(),

@@ -70,8 +70,12 @@ def _with_plunk_operator(data: Any) -> Any:
     return data
 
 
+# A branch named by its config (here and in a Split): the name transitions and history use.
+BranchId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)]
+
+
 class Branch(StepConfig):
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", min_length=1, max_length=64)
+    id: BranchId
     name: str = Field(min_length=1, max_length=200)
     operator: Operator
     value: Any = None
