@@ -1,4 +1,4 @@
-"""What both benchmarks need: a database of their own and a Django set up on it.
+"""What the benchmarks need: a database of their own and a Django set up on it.
 
 The database is created on the server of DATABASE_URL, or on a throwaway PostgreSQL started
 with scripts/pg-throwaway.sh when DATABASE_URL is unset, and dropped (and the server stopped)
