@@ -21,7 +21,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django_q.brokers import Broker, get_broker
+from django_q.models import OrmQ
 from django_q.tasks import async_task
+
+_broker: Broker | None = None
 
 
 def broker_is_database() -> bool:
@@ -36,3 +40,21 @@ def enqueue(func: str, *args: Any, **kwargs: Any) -> None:
         async_task(func, *args, **kwargs)
     else:
         transaction.on_commit(partial(async_task, func, *args, **kwargs), robust=True)
+
+
+def broker() -> Broker:
+    """This process's broker (one connection pool per process, made on first use)."""
+    global _broker
+    if _broker is None:
+        _broker = get_broker()
+    return _broker
+
+
+def queue_depth() -> int:
+    """Tasks enqueued and not yet finished by a worker. On the database broker this counts the
+    tasks a worker holds too (they stay in the table until acknowledged), which is what the
+    clock's back-pressure wants: a claimed run is not finished until its task is. On Redis a
+    task a worker has taken is no longer counted."""
+    if broker_is_database():
+        return OrmQ.objects.count()
+    return int(broker().queue_size() or 0)

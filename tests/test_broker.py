@@ -16,9 +16,9 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
+from config import broker
 from config.broker import enqueue
 from tests.e2e.redis_server import redis_url  # noqa: F401 - a fixture
-from workflows_app import queue
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_KEY = "django_q:lifecycle:q"  # django-q2's Redis list for the cluster named "lifecycle"
@@ -131,7 +131,7 @@ def on_redis(redis_url, settings, monkeypatch):  # noqa: F811 - the fixture impo
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "REDIS", redis_url)
     monkeypatch.setattr(Conf, "SYNC", False)
-    monkeypatch.setattr(queue, "_broker", None)  # the process's broker, made again on Redis
+    monkeypatch.setattr(broker, "_broker", None)  # the process's broker, made again on Redis
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
@@ -174,7 +174,7 @@ def test_the_queue_depth_is_read_from_redis(on_redis):
     for _ in range(3):
         async_task("math.floor", 1.5)
     assert on_redis.llen(LIST_KEY) == 3
-    assert queue.queue_depth() == 3
+    assert broker.queue_depth() == 3
 
 
 # --- The admin's queued tasks page ---------------------------------------------------------------

@@ -14,8 +14,7 @@ from django.contrib import admin, messages
 from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from config.broker import broker_is_database
-from workflows_app.queue import queue_depth
+from config.broker import broker_is_database, queue_depth
 
 
 class ReadOnlyMixin:

@@ -16,13 +16,12 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from config.broker import enqueue
+from config.broker import enqueue, queue_depth
 from contacts_app.jobs import contact_jobs_recover
 from contacts_app.models import IdempotencyKey, RateLimitWindow
 from templates_app.sending import messages_sweep
 from workflows_app import engine, heartbeats
 from workflows_app.models import Execution, ProcessHeartbeat
-from workflows_app.queue import queue_depth
 
 log = logging.getLogger(__name__)
 

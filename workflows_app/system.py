@@ -11,9 +11,9 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.utils import timezone
 
+from config.broker import queue_depth
 from templates_app.models import Message
 from workflows_app.models import Execution, ProcessHeartbeat
-from workflows_app.queue import queue_depth
 
 log = logging.getLogger(__name__)
 
