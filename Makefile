@@ -17,8 +17,8 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 install: .venv/.installed
 
-# The admin canvas (static/canvas -> static/dist): npm ci with the committed lock, then esbuild.
-CANVAS_SOURCES := $(wildcard static/canvas/*)
+# The admin canvas and template editor (static/canvas, static/editor -> static/dist): npm ci with the committed lock, then esbuild.
+CANVAS_SOURCES := $(wildcard static/canvas/* static/editor/*)
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "The admin canvas needs Node.js and npm (e.g. apt-get install nodejs npm)."; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error

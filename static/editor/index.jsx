@@ -1,0 +1,1 @@
+// The template editor (templates_app): filled in by issue 14's work.
