@@ -84,6 +84,8 @@ from bench.procstat import (  # noqa: E402
     machine_jiffies,
     pid_cpu,
     session_cpu,
+    start_manage,
+    wait_for_backends,
 )
 
 STEPS_PER_RUN = 3  # both (a) and the mixed workflow visit three steps a run
@@ -156,29 +158,9 @@ class Bench:
         names = ["qcluster"] + [f"clock{i + 1}" for i in range(self.args.clocks)]
         for name in names:
             command = "qcluster" if name == "qcluster" else "clock"
-            logfile = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
-            self.procs[name] = subprocess.Popen(
-                [str(PYTHON), "manage.py", command],
-                cwd=ROOT,
-                env=env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            logfile.close()
-        # Ready once the cluster's workers have a database connection open.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            self.check_alive()
-            backends = self.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
-            )[0][0]
-            if backends >= 1 + self.args.clocks:
-                time.sleep(2)  # the workers import Django after the sentinel starts them
-                break
-            time.sleep(0.5)
+            self.procs[name] = start_manage(command, env, self.tmp / f"{name}.log", ROOT, PYTHON)
+        # Ready once the cluster's workers and the clocks have a database connection open.
+        wait_for_backends(self.sql, 1 + self.args.clocks, self.check_alive)
         log(
             f"started qcluster (Q_WORKERS={self.args.workers}) and {self.args.clocks} clock(s); "
             f"logs in {self.tmp}"

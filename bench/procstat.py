@@ -46,3 +46,36 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "CPU model unknown"
+
+
+def start_manage(command: str, env: dict[str, str], logfile: Path, root: Path, python: Path):
+    """`manage.py <command>` in its own session (so its CPU and its children's can be read by
+    session, and a stop reaches them all), its output appended to `logfile`."""
+    import subprocess
+
+    with open(logfile, "ab") as out:
+        return subprocess.Popen(
+            [str(python), "manage.py", command],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_for_backends(sql, count: int, check_alive, timeout: float = 60) -> None:
+    """Until `count` other connections to this database are open (the processes just started
+    have Django up), checking meanwhile that none of them died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_alive()
+        backends = sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )[0][0]
+        if backends >= count:
+            time.sleep(2)  # the workers import Django after the sentinel starts them
+            return
+        time.sleep(0.5)

@@ -76,6 +76,8 @@ from bench.procstat import (  # noqa: E402
     machine_jiffies,
     pid_cpu,
     session_cpu,
+    start_manage,
+    wait_for_backends,
 )
 from bench.provider import ProviderStandIn  # noqa: E402
 
@@ -309,29 +311,10 @@ class Bench:
     def start_processes(self, concurrency: int) -> None:
         env = self.app_env(concurrency)
         for name in ("qcluster", "clock"):
-            logfile = open(self.tmp / f"{name}-{concurrency}.log", "ab")  # noqa: SIM115
-            self.procs[name] = subprocess.Popen(
-                [str(PYTHON), "manage.py", name],
-                cwd=ROOT,
-                env=env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            logfile.close()
+            logfile = self.tmp / f"{name}-{concurrency}.log"
+            self.procs[name] = start_manage(name, env, logfile, ROOT, PYTHON)
         # Ready once the cluster and the clock have a database connection open.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            self.check_alive()
-            backends = self.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid()"
-            )[0][0]
-            if backends >= 2:
-                time.sleep(2)  # the workers import Django after the sentinel starts them
-                break
-            time.sleep(0.5)
+        wait_for_backends(self.sql, 2, self.check_alive)
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
