@@ -441,6 +441,27 @@ if "REQUESTS_TIMEOUT" in ANYMAIL:  # from the environment: a number, not a strin
             f"{ANYMAIL['REQUESTS_TIMEOUT']!r}"
         ) from exc
 
+# --- Send policy for marketing mail (README: "Send policy") ----------------------------------
+# At most this many marketing emails per contact in any rolling period, across all workflows,
+# e.g. "3/7d" (units s, m, h, d, w); a workflow may set its own or none. Empty: no cap.
+MARKETING_FREQUENCY_CAP = env("MARKETING_FREQUENCY_CAP").strip()
+# Marketing mail due in this window of the contact's day waits until it ends, e.g.
+# "21:00-08:00" (may cross midnight). Empty: none.
+QUIET_HOURS = env("QUIET_HOURS").strip()
+# The time zone of contacts whose data has no valid `timezone` (an IANA name).
+DEFAULT_TIMEZONE = env("DEFAULT_TIMEZONE", "UTC").strip()
+try:
+    from templates_app.policy import parse_frequency_cap, parse_quiet_hours, parse_timezone
+
+    for _name, _parse in (
+        ("MARKETING_FREQUENCY_CAP", parse_frequency_cap),
+        ("QUIET_HOURS", parse_quiet_hours),
+        ("DEFAULT_TIMEZONE", parse_timezone),
+    ):
+        _parse(globals()[_name])
+except ValueError as exc:
+    raise ImproperlyConfigured(f"{_name}: {exc}") from None
+
 # A step begins only while its run's lease has at least the longest a step may take left, and
 # the heartbeat renews the lease while steps run: so no step outlives its lease (else the sweep
 # would hand the run to a second worker while the first is still in the step). The lease must

@@ -1,3 +1,5 @@
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseForbidden, JsonResponse
@@ -7,8 +9,10 @@ from django.urls import path, reverse
 
 from contacts_app import safejson
 from contacts_app.models import Contact
+from templates_app.lint import check_template, known_variables, sample_render_html
+from templates_app.mjml import mjml_display_html
 from templates_app.models import Message, Template
-from templates_app.rendering import TemplateError, template_check
+from templates_app.rendering import TemplateError, template_problems
 from templates_app.services import (
     ResendRefused,
     SendPermanentError,
@@ -19,6 +23,32 @@ from templates_app.services import (
 )
 
 SAMPLE_DATA = {"firstName": "Ada", "lastName": "Lovelace", "plan": "pro"}
+# The editor's variable list: the variables every render has (services.template_variables).
+RESERVED_VARIABLES = (
+    "email",
+    "id",
+    "subscribed",
+    "unsubscribeUrl",
+    "subscribeUrl",
+    "manageUrl",
+    "workflow.name",
+)
+
+
+def variable_suggestions(*, contact_keys: bool) -> list[dict[str, str]]:
+    """Variables for the editor's list: the keys of recent contacts' and events' data
+    (lint.known_variables, what the unknown-variable check accepts), only for users who may
+    view contacts (the sample data's keys otherwise), then the ones every render has."""
+    if contact_keys:
+        known = known_variables()
+        groups = [("Contact data", known.contact_keys), ("Event data", known.event_keys)]
+    else:
+        groups = [("Sample data", set(SAMPLE_DATA))]
+    return [
+        {"name": name, "group": group}
+        for group, names in groups
+        for name in sorted(names, key=str.lower)
+    ] + [{"name": name, "group": "Every email"} for name in RESERVED_VARIABLES]
 
 
 class TemplateForm(forms.ModelForm):
@@ -30,24 +60,34 @@ class TemplateForm(forms.ModelForm):
             "type",
             "subject",
             "html",
+            "mjml",
             "text",
             "from_email",
             "reply_to",
         )
         widgets = {
             "html": forms.Textarea(attrs={"rows": 18, "class": "vLargeTextField mono"}),
+            "mjml": forms.Textarea(attrs={"rows": 18, "class": "vLargeTextField mono"}),
             "text": forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField mono"}),
         }
 
     def clean(self):
         data = super().clean() or {}
-        errors = template_check(
+        mjml = data.get("mjml") or ""
+        problems = template_problems(
             subject=data.get("subject") or "",
             html_body=data.get("html") or "",
             text_body=data.get("text") or "",
+            mjml_body=mjml,
         )
-        for field, problem in errors.items():
-            self.add_error(field, f"Liquid syntax error, {problem}")
+        for problem in problems:
+            if problem.field in self.fields and problem.field not in self.errors:
+                self.add_error(problem.field, problem.message)
+        if not mjml and not (data.get("html") or "").strip() and "html" not in self.errors:
+            self.add_error("html", "Give the HTML body, or the MJML source.")
+        if mjml and not problems:
+            # An MJML template's HTML is derived from it (see Template.html).
+            data["html"] = mjml_display_html(mjml)
         return data
 
 
@@ -58,29 +98,89 @@ CONTACT_REFUSED = (
 )
 
 
-def _contact_refused(request) -> bool:
+def _contact_refused(fields, user) -> bool:
     """A real contact asked for by a user who may not see contact data (nor learn who exists)."""
-    asked = bool((request.POST.get("contact") or "").strip())
-    return asked and not request.user.has_perm(CONTACT_VIEW_PERMISSION)
+    asked = any(str(fields.get(name) or "").strip() for name in ("contact", "contact_id"))
+    return asked and not user.has_perm(CONTACT_VIEW_PERMISSION)
 
 
-def _preview_input(request):
-    """(contact or None, sample data, error message) from the preview controls."""
-    email = (request.POST.get("contact") or "").strip().lower()
+def _preview_input(fields):
+    """(contact or None, sample data, error message) from the preview controls: `contact` (an
+    email) or `contact_id`, else `sample` (a JSON object, or its text)."""
+    email = str(fields.get("contact") or "").strip().lower()
     if email and (len(email) > 254 or safejson.unstorable(email)):
         return None, {}, "That is not an email address."
-    contact = Contact.objects.filter(email=email).first() if email else None
-    if email and contact is None:
-        return None, {}, f"No contact with email {email}."
+    raw_id = str(fields.get("contact_id") or "").strip()
     try:
-        sample = safejson.loads(request.POST.get("sample") or "{}")
-    except ValueError as exc:
-        return None, {}, f"Sample data is not valid JSON: {exc}."
+        contact_id = uuid.UUID(raw_id) if raw_id else None
+    except ValueError:
+        return None, {}, "contact_id must be a contact's id (a UUID)."
+    if email:
+        contact = Contact.objects.filter(email=email).first()
+        if contact is None:
+            return None, {}, f"No contact with email {email}."
+    elif contact_id:
+        contact = Contact.objects.filter(pk=contact_id).first()
+        if contact is None:
+            return None, {}, f"No contact with id {raw_id}."
+    else:
+        contact = None
+    sample = fields.get("sample") or "{}"
+    if isinstance(sample, str):
+        try:
+            sample = safejson.loads(sample)
+        except ValueError as exc:
+            return None, {}, f"Sample data is not valid JSON: {exc}."
     if safejson.unstorable(sample):
         return None, {}, "Sample data can not hold NUL characters or invalid Unicode."
     if not isinstance(sample, dict):
         return None, {}, "Sample data must be a JSON object."
     return contact, sample or SAMPLE_DATA, ""
+
+
+def _preview_fields(request):
+    """(fields, error message): the form's fields, or a JSON object's (Content-Type
+    application/json), whose text fields must be strings."""
+    if request.content_type != "application/json":
+        return request.POST, ""
+    try:
+        body = safejson.loads(request.body or b"{}")
+    except ValueError as exc:
+        return {}, f"The body is not valid JSON: {exc}."
+    if not isinstance(body, dict):
+        return {}, "The body must be a JSON object."
+    for name in ("subject", "html", "mjml", "text", "type", "contact"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return {}, f"{name} must be a string."
+    if safejson.unstorable({k: v for k, v in body.items() if k != "sample"}):
+        return {}, "The body can not hold NUL characters or invalid Unicode."
+    return body, ""
+
+
+def _error(field: str, message: str, line: int | None = None) -> dict:
+    return {"field": field, "line": line, "message": message}
+
+
+def _preview_reply(*, subject="", html="", text="", checks=(), errors=(), status=200):
+    return JsonResponse(
+        {
+            "subject": subject,
+            "html": html,
+            "text": text,
+            "checks": list(checks),
+            "errors": list(errors),
+        },
+        status=status,
+    )
+
+
+def _checks(request, template: Template, *, rendered_html: str | None = None) -> list:
+    """The pre-send checks for this user: the unknown-variable one only for users who may see
+    contact data (it tells which keys contacts have)."""
+    if rendered_html is None:
+        rendered_html = sample_render_html(template)
+    known = known_variables() if request.user.has_perm(CONTACT_VIEW_PERMISSION) else None
+    return check_template(template, rendered_html=rendered_html, known=known)
 
 
 @admin.register(Template)
@@ -91,12 +191,23 @@ class TemplateAdmin(admin.ModelAdmin):
     search_fields = ("name", "subject")
     change_form_template = "admin/templates_app/template/change_form.html"
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # The pre-send checks (templates_app.lint): warnings, the template is saved.
+        for found in _checks(request, obj):
+            messages.warning(request, f"{obj.name}: {found['message']}")
+
     def get_urls(self):
         return [
             path(
                 "preview/",
                 self.admin_site.admin_view(self.preview_view),
                 name="templates_app_template_preview",
+            ),
+            path(
+                "variables/",
+                self.admin_site.admin_view(self.variables_view),
+                name="templates_app_template_variables",
             ),
             path(
                 "<int:pk>/send-test/",
@@ -106,32 +217,60 @@ class TemplateAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def variables_view(self, request):
+        """The editor's "Insert a variable" list."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"error": "View permission required."}, status=403)
+        contact_keys = request.user.has_perm(CONTACT_VIEW_PERMISSION)
+        return JsonResponse({"variables": variable_suggestions(contact_keys=contact_keys)})
+
     def preview_view(self, request):
-        """Renders the editor's current (unsaved) text; the live preview calls it as you type."""
+        """Renders the editor's current (unsaved) template, with its pre-send checks; the live
+        preview calls it as you type. The request and the answer are in the README ("The
+        template editor's preview")."""
         if request.method != "POST" or not self.has_view_permission(request):
             return JsonResponse({"error": "POST with view permission required."}, status=405)
-        if _contact_refused(request):
-            return JsonResponse({"errors": {"contact": CONTACT_REFUSED}}, status=403)
-        contact, sample, problem = _preview_input(request)
+        fields, problem = _preview_fields(request)
         if problem:
-            return JsonResponse({"errors": {"contact": problem}}, status=400)
-        subject, html_body = request.POST.get("subject", ""), request.POST.get("html", "")
-        text_body = request.POST.get("text", "")
-        errors = template_check(subject=subject, html_body=html_body, text_body=text_body)
-        if errors:
-            return JsonResponse({"errors": errors}, status=400)
+            return _preview_reply(errors=[_error("body", problem)], status=400)
+        if _contact_refused(fields, request.user):
+            return _preview_reply(errors=[_error("contact", CONTACT_REFUSED)], status=403)
+        contact, sample, problem = _preview_input(fields)
+        if problem:
+            return _preview_reply(errors=[_error("contact", problem)], status=400)
+        template = Template(
+            subject=fields.get("subject") or "",
+            html=fields.get("html") or "",
+            mjml=fields.get("mjml") or "",
+            text=fields.get("text") or "",
+            type=Template.TRANSACTIONAL
+            if fields.get("type") == Template.TRANSACTIONAL
+            else Template.MARKETING,
+        )
+        problems = template_problems(
+            subject=template.subject,
+            html_body=template.html,
+            text_body=template.text,
+            mjml_body=template.mjml,
+        )
+        if problems:
+            errors = [_error(p.field, p.message, p.line) for p in problems]
+            return _preview_reply(errors=errors, checks=_checks(request, template), status=400)
         try:
             rendered = template_preview(
-                subject=subject,
-                html_body=html_body,
-                text_body=text_body,
+                subject=template.subject,
+                html_body=template.html,
+                text_body=template.text,
+                mjml_body=template.mjml,
                 contact=contact,
                 sample=sample,
             )
         except TemplateError as exc:
-            return JsonResponse({"errors": exc.errors}, status=400)
-        return JsonResponse(
-            {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+            errors = [_error(field, message) for field, message in exc.errors.items()]
+            return _preview_reply(errors=errors, checks=_checks(request, template), status=400)
+        checks = _checks(request, template, rendered_html=rendered.html)
+        return _preview_reply(
+            subject=rendered.subject, html=rendered.html, text=rendered.text, checks=checks
         )
 
     def send_test_view(self, request, pk):
@@ -142,22 +281,26 @@ class TemplateAdmin(admin.ModelAdmin):
         if not request.user.email:
             messages.error(request, "Your user has no email address; add one to get test emails.")
             return redirect(change_url)
-        if _contact_refused(request):
+        if _contact_refused(request.POST, request.user):
             messages.error(request, f"Not sent. {CONTACT_REFUSED}")
             return redirect(change_url)
-        contact, sample, problem = _preview_input(request)
+        contact, sample, problem = _preview_input(request.POST)
         if problem:
             messages.error(request, problem)
             return redirect(change_url)
         # What the editor shows now, saved or not.
-        for name in ("subject", "html", "text"):
+        for name in ("subject", "html", "mjml", "text"):
             if name in request.POST:
                 setattr(template, name, request.POST[name])
-        errors = template_check(
-            subject=template.subject, html_body=template.html, text_body=template.text
+        problems = template_problems(
+            subject=template.subject,
+            html_body=template.html,
+            text_body=template.text,
+            mjml_body=template.mjml,
         )
-        if errors:
-            messages.error(request, f"Not sent: fix the template first ({errors}).")
+        if problems:
+            listed = "; ".join(f"{p.field}: {p.message}" for p in problems)
+            messages.error(request, f"Not sent: fix the template first ({listed}).")
             return redirect(change_url)
         try:
             template_send_test(

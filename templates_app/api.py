@@ -49,6 +49,7 @@ _EXAMPLE = {
     "description": "The first email after signup.",
     "subject": "Welcome, {{ firstName ?? there }}",
     "body": "<p>Hi {{ firstName }}!</p>",
+    "mjml": None,
     "text": None,
     "type": "marketing",
     "from": "hello@example.com",
@@ -112,7 +113,7 @@ def _liquid_error(exc: TemplateError) -> ApiError:
     return ApiError(
         400,
         "validation_error",
-        "The template does not parse.",
+        "The template does not parse or compile.",
         {API_FIELD.get(field, field): problem for field, problem in exc.errors.items()},
     )
 
@@ -174,7 +175,8 @@ class TemplateListView(APIView):
         tags=TAGS,
         summary="Create a template",
         description="Liquid is checked first: a syntax error is a 400 naming the field "
-        "(`subject`, `body`, `text`) and the line.",
+        "(`subject`, `body`, `mjml`, `text`) and the line; so is MJML that does not compile. "
+        "Give the HTML `body` or the `mjml` source.",
         request=TemplateWriteSerializer,
         responses={
             201: TEMPLATE_REPLY,
@@ -334,6 +336,7 @@ class TemplatePreviewView(APIView):
                 subject=template.subject,
                 html_body=template.html,
                 text_body=template.text,
+                mjml_body=template.mjml,
                 contact=contact,
                 sample=None if contact else (data or PREVIEW_SAMPLE_DATA),
                 event=data if contact else None,

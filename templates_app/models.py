@@ -19,7 +19,14 @@ class Template(models.Model):
     description = models.TextField(blank=True, help_text="What it is for; not sent.")
     type = models.CharField(max_length=20, choices=TYPE_CHOICES, default=MARKETING)
     subject = models.CharField(max_length=998)
-    html = models.TextField("HTML body")
+    # With `mjml` set, `html` is derived: the MJML compiled with its Liquid in place, kept for
+    # the API's `body` and for switching back to HTML; sends render and compile the MJML.
+    html = models.TextField("HTML body", blank=True)
+    mjml = models.TextField(
+        "MJML source",
+        blank=True,
+        help_text="Empty: an HTML template. Set: the source of truth, compiled for every send.",
+    )
     text = models.TextField("text body", blank=True, help_text="Empty: derived from the HTML.")
     from_email = models.CharField(
         max_length=320, blank=True, help_text="Empty: DEFAULT_FROM_EMAIL."

@@ -41,6 +41,8 @@ from liquid.output import LimitedStringIO
 from liquid.undefined import is_undefined
 
 from templates_app import language
+from templates_app.css import InlineLimitError, inline_css
+from templates_app.mjml import MjmlError, mjml_check, mjml_to_html
 
 MAX_OUTPUT_BYTES = 1_000_000  # per rendered part (subject, HTML, text, each JSON string)
 MAX_ITEMS = 10_000  # loop iterations in all, and items in a range or list a filter handles
@@ -235,19 +237,62 @@ def _describe(exc: LiquidError) -> str:
     return text
 
 
-def template_check(*, subject: str, html_body: str, text_body: str = "") -> dict[str, str]:
-    """Parses each part; returns {field: "line N: problem"} for those that do not parse."""
+def template_check(
+    *, subject: str, html_body: str, text_body: str = "", mjml_body: str = ""
+) -> dict[str, str]:
+    """Parses each part's Liquid; returns {field: "line N: problem"} for those that do not
+    parse. `mjml_body`'s MJML is not compiled here: see template_problems."""
     errors = {}
     for field, source, env in (
         ("subject", subject, _plain),
         ("html", html_body, _html),
         ("text", text_body, _plain),
+        ("mjml", mjml_body, _html),
     ):
         try:
             env.from_string(source or "")
         except LiquidError as exc:
             errors[field] = _describe(exc)
     return errors
+
+
+def liquid_variables(source: str, *, html: bool = False) -> list[list[Any]]:
+    """The global variables a template part reads, as segments (`[["contact", "plan"]]`);
+    raises LiquidError if it does not parse."""
+    return (_html if html else _plain).from_string(source).global_variable_segments()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a template can not be saved: the field, the line (None when unknown), the words."""
+
+    field: str
+    line: int | None
+    message: str
+
+
+_LINE = re.compile(r"^line (\d+): ")
+
+
+def template_problems(
+    *, subject: str, html_body: str, text_body: str = "", mjml_body: str = ""
+) -> list[Problem]:
+    """Every reason to refuse the template on save: Liquid that does not parse (each field),
+    then MJML that does not compile (only when its Liquid parses). The message is whole
+    ("Liquid syntax error, line 3: ...", "MJML error, line 3: ...") for a form or an API."""
+    problems = []
+    liquid = template_check(
+        subject=subject, html_body=html_body, text_body=text_body, mjml_body=mjml_body
+    )
+    for field, problem in liquid.items():
+        match = _LINE.match(problem)
+        line = int(match.group(1)) if match else None
+        problems.append(Problem(field, line, f"Liquid syntax error, {problem}"))
+    if mjml_body and "mjml" not in liquid:
+        error = mjml_check(mjml_body)
+        if error is not None:
+            problems.append(Problem("mjml", error.line, f"MJML error, {error}"))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -257,11 +302,26 @@ class Rendered:
     text: str
 
 
-def render(*, subject: str, html_body: str, text_body: str, variables: dict[str, Any]) -> Rendered:
+def render(
+    *,
+    subject: str,
+    html_body: str,
+    text_body: str,
+    variables: dict[str, Any],
+    mjml_body: str = "",
+) -> Rendered:
+    """With `mjml_body` (an MJML template), the HTML is its rendered MJML compiled (the Liquid
+    first, so a `{% for %}` can make columns); else `html_body` rendered, its CSS inlined."""
     try:
         with _render_deadline():
             rendered_subject = " ".join(_plain.from_string(subject).render(**variables).split())
-            rendered_html = _html.from_string(html_body).render(**variables)
+            if mjml_body:
+                rendered_html = _compile(_html.from_string(mjml_body).render(**variables))
+            else:
+                rendered_html = inline_css(
+                    _html.from_string(html_body).render(**variables), max_bytes=MAX_OUTPUT_BYTES
+                )
+            _check_deadline()
             rendered_text = (
                 _plain.from_string(text_body).render(**variables)
                 if text_body
@@ -269,7 +329,24 @@ def render(*, subject: str, html_body: str, text_body: str, variables: dict[str,
             )
     except LiquidError as exc:
         raise TemplateError({"template": _describe(exc)}) from exc
+    except InlineLimitError as exc:
+        raise TemplateError({"template": str(exc)}) from exc
     return Rendered(rendered_subject, rendered_html, rendered_text)
+
+
+def _compile(mjml: str) -> str:
+    """Rendered MJML to HTML, bounded like a render: its input by the output limit of the
+    Liquid that made it, its output here (MJML's HTML is several times its source)."""
+    try:
+        html = mjml_to_html(mjml)
+    except MjmlError as exc:
+        # A value a render put in (with `| raw`) can break the MJML the check accepted.
+        raise TemplateError({"template": f"the rendered MJML does not compile: {exc}"}) from exc
+    if len(html.encode("utf-8")) > MAX_OUTPUT_BYTES:
+        raise TemplateLimitError(
+            f"the compiled MJML is larger than the limit of {MAX_OUTPUT_BYTES} bytes", token=None
+        )
+    return html
 
 
 def render_json(value: Any, variables: dict[str, Any]) -> Any:
@@ -376,6 +453,8 @@ class _TextExtractor(HTMLParser):
         elif tag == "a" and self._href:
             self.parts.append(f" ({self._href})")
             self._href = None
+        elif tag in ("td", "th"):
+            self.parts.append(" ")  # table cells side by side (an MJML table, a receipt's rows)
 
     def handle_data(self, data):
         if not self._skip:
@@ -387,4 +466,5 @@ def html_to_text(source: str) -> str:
     parser.feed(source)
     text = html.unescape("".join(parser.parts))
     text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" ?\n ?", "\n", text)
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()

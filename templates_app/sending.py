@@ -271,6 +271,7 @@ def _render(request: SendRequest, contact: Contact) -> tuple[str, str, str]:
             subject=subject,
             html_body=template.html if template is not None else request.body or "",
             text_body=template.text if template is not None else "",
+            mjml_body=template.mjml if template is not None else "",
             variables=template_variables(contact=contact, context=request.context),
         )
     except TemplateError as exc:

@@ -68,7 +68,14 @@ class TemplateSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_null=True)
     subject = serializers.CharField()
-    body = serializers.CharField(help_text="The HTML body (Liquid).")
+    body = serializers.CharField(
+        help_text="The HTML body (Liquid); of an MJML template, its MJML compiled (derived)."
+    )
+    mjml = serializers.CharField(
+        allow_null=True,
+        help_text="The MJML source (Liquid), what is sent, compiled per email; null: an HTML "
+        "template.",
+    )
     text = serializers.CharField(
         allow_null=True, help_text="The text body (Liquid); null: derived from the HTML."
     )
@@ -93,6 +100,7 @@ class TemplateSerializer(serializers.Serializer):
             "description": instance.description or None,
             "subject": instance.subject,
             "body": instance.html,
+            "mjml": instance.mjml or None,
             "text": instance.text or None,
             "type": instance.type,
             "from": from_address,
@@ -133,7 +141,15 @@ class TemplateWriteSerializer(serializers.Serializer):
         10_000, required=False, allow_blank=True, allow_null=True, help_text="Not sent."
     )
     subject = _text(_SUBJECT_MAX)
-    body = _text(help_text="The HTML body (Liquid).")
+    body = _text(help_text="The HTML body (Liquid). Required unless `mjml` is given.")
+    mjml = _text(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="The MJML source (Liquid), instead of `body`: compiled for every email; the "
+        "template's `body` becomes its compiled HTML. A compile error is a 400 naming `mjml` "
+        "and the line. Empty or null: the template is HTML (`body`).",
+    )
     text = _text(
         required=False,
         allow_blank=True,
@@ -167,7 +183,16 @@ class TemplateWriteSerializer(serializers.Serializer):
             allow_null=True,
             help_text="The sender's address; empty or null: the server's default.",
         )
+        data = getattr(self, "initial_data", None)
+        if isinstance(data, dict) and data.get("mjml"):
+            fields["body"].required = False  # an MJML template's body is derived
         return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        body, mjml = attrs.get("body"), attrs.get("mjml")
+        if body and mjml:
+            raise serializers.ValidationError({"mjml": ["Give `body` (HTML) or `mjml`, not both."]})
+        return attrs
 
     def validate_fromName(self, value: str | None) -> str:  # noqa: N802 - the JSON name
         if value and ("\r" in value or "\n" in value):
@@ -181,6 +206,17 @@ class TemplateWriteSerializer(serializers.Serializer):
         for ours, theirs in (("name", "name"), ("subject", "subject"), ("html", "body")):
             if theirs in data:
                 out[ours] = data[theirs]
+        if "mjml" in data:
+            out["mjml"] = data["mjml"] or ""
+        elif "html" in out and current is not None and current.mjml:
+            raise serializers.ValidationError(
+                {
+                    "body": [
+                        "This template is MJML (its body is derived): change `mjml`, or send "
+                        "`mjml: null` with `body` to make it an HTML template."
+                    ]
+                }
+            )
         if "text" in data:
             out["text"] = data["text"] or ""
         if "description" in data:

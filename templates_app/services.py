@@ -32,8 +32,10 @@ from contacts_app.services import (
     unsubscribe_url,
 )
 from templates_app.backends import LedgerEmail
+from templates_app.mjml import mjml_display_html
 from templates_app.models import Message, Template
-from templates_app.rendering import Rendered, TemplateError, render, template_check
+from templates_app.policy import FrequencyCap, frequency_cap_check
+from templates_app.rendering import Rendered, TemplateError, render, template_problems
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ def template_render(
         subject=template.subject,
         html_body=template.html,
         text_body=template.text,
+        mjml_body=template.mjml,
         variables=template_variables(contact=contact, context=context, workflow_name=workflow_name),
     )
 
@@ -106,6 +109,7 @@ def template_preview(
     contact: Contact | None = None,
     sample: dict[str, Any] | None = None,
     event: dict[str, Any] | None = None,
+    mjml_body: str = "",
 ) -> Rendered:
     """Renders unsaved template text for a real contact, or for sample data."""
     who = contact or Contact(email="preview@example.com", data=sample or {})
@@ -113,6 +117,7 @@ def template_preview(
         subject=subject,
         html_body=html_body,
         text_body=text_body,
+        mjml_body=mjml_body,
         variables=template_variables(contact=who, context=event or {}, workflow_name="Preview"),
     )
 
@@ -130,6 +135,7 @@ def template_send_test(
         subject=template.subject,
         html_body=template.html,
         text_body=template.text,
+        mjml_body=template.mjml,
         contact=contact,
         sample=sample,
     )
@@ -158,8 +164,13 @@ def message_send(
     context: dict[str, Any] | None = None,
     workflow_name: str = "",
     to_email: str | None = None,
+    frequency_cap: FrequencyCap | None = None,
 ) -> SendResult:
     """Sends at most once per idempotency key.
+
+    `frequency_cap`: a marketing email to the contact that would go over it is not sent
+    (FrequencyCapped, before any ledger row); checked under the contact's row lock in the
+    transaction that inserts the row (templates_app.policy.frequency_cap_check).
 
     `to_email` sends to that address instead of the contact's (Send Email's CUSTOM recipient):
     the message is still recorded against the contact and rendered with its data, but the
@@ -198,10 +209,15 @@ def message_send(
     )
     try:
         with transaction.atomic():
+            if frequency_cap and template.type == Template.MARKETING and to_email is None:
+                frequency_cap_check(contact=contact, cap=frequency_cap, now=timezone.now())
             message = Message.objects.create(
                 idempotency_key=idempotency_key,
                 contact=contact,
                 template=template,
+                # The type it is sent as: what the frequency cap counts and a resend's headers
+                # follow, whatever becomes of the template later.
+                email_type=template.type,
                 to_email=contact.email if to_email is None else to_email,
                 from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
                 subject=rendered.subject,
@@ -594,6 +610,7 @@ TEMPLATE_FIELDS = (
     "type",
     "subject",
     "html",
+    "mjml",
     "text",
     "from_email",
     "reply_to",
@@ -618,14 +635,22 @@ class TemplateInUse(Exception):
         )
 
 
-def _template_check_liquid(template: Template) -> None:
-    errors = template_check(
-        subject=template.subject, html_body=template.html, text_body=template.text
+def template_prepare(template: Template) -> None:
+    """Checks the template before a save (TemplateError {field: "Liquid syntax error, line N:
+    ..."} or {"mjml": "MJML error, line N: ..."}) and, for an MJML template, derives its
+    `html` from the MJML (see Template.html)."""
+    problems = template_problems(
+        subject=template.subject,
+        html_body=template.html,
+        text_body=template.text,
+        mjml_body=template.mjml,
     )
-    if errors:
-        raise TemplateError(
-            {field: f"Liquid syntax error, {problem}" for field, problem in errors.items()}
-        )
+    if not template.mjml and not template.html.strip():
+        raise TemplateError({"html": "An HTML body or an MJML source is required."})
+    if problems:
+        raise TemplateError({p.field: p.message for p in problems})
+    if template.mjml:
+        template.html = mjml_display_html(template.mjml)
 
 
 def _template_save(template: Template, **kwargs: Any) -> None:
@@ -640,26 +665,28 @@ def template_create(
     *,
     name: str,
     subject: str,
-    html: str,
+    html: str = "",
     text: str = "",
     type: str = Template.MARKETING,  # noqa: A002 - the model's field name
     from_email: str = "",
     reply_to: str = "",
     description: str = "",
+    mjml: str = "",
 ) -> Template:
-    """A new template, its Liquid checked first (TemplateError {field: "Liquid syntax error,
-    line N: ..."}); TemplateNameTaken when the name is in use."""
+    """A new template, checked first (template_prepare: TemplateError naming the field and
+    the line); TemplateNameTaken when the name is in use. With `mjml`, `html` is derived."""
     template = Template(
         name=name,
         description=description,
         type=type,
         subject=subject,
         html=html,
+        mjml=mjml,
         text=text,
         from_email=from_email,
         reply_to=reply_to,
     )
-    _template_check_liquid(template)
+    template_prepare(template)
     _template_save(template)
     return template
 
@@ -674,9 +701,10 @@ def template_update(*, template: Template, **changes: Any) -> Template:
         locked = Template.objects.select_for_update().get(pk=template.pk)
         for field, value in changes.items():
             setattr(locked, field, value)
-        _template_check_liquid(locked)
+        template_prepare(locked)
         if changes:
-            _template_save(locked, update_fields=[*changes, "updated_at"])
+            fields = {*changes, "html"} if locked.mjml else set(changes)
+            _template_save(locked, update_fields=[*fields, "updated_at"])
     return locked
 
 

@@ -133,7 +133,8 @@ def test_the_template_preview_refuses_a_real_contact_without_contact_view(execut
     client = client_for(VIEW_TEMPLATE)
     refused = preview(client, contact="ann@example.com")
     assert refused.status_code == 403
-    assert "permission to view contacts" in refused.json()["errors"]["contact"]
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "contact" and "permission to view contacts" in error["message"]
     assert CONTACT_SECRET not in refused.content.decode()
     # Nor does it tell who exists: an unknown address gets the same answer.
     assert preview(client, contact="nobody@example.com").status_code == 403

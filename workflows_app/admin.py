@@ -13,6 +13,8 @@ from django.utils.html import format_html
 from contacts_app.admin import ContactAdmin as BaseContactAdmin
 from contacts_app.models import Contact
 from workflows_app import (
+    admin_simulate,
+    admin_stats,
     admin_system,  # noqa: F401 - registers the System page
     admin_tasks,  # noqa: F401 - replaces django-q2's admin with a read-only one
     admin_views,
@@ -82,6 +84,7 @@ class WorkflowForm(forms.ModelForm):
             "trigger_type",
             "trigger_event",
             "allow_reentry",
+            "frequency_cap",
             "enabled",
         )
         widgets = {"trigger_type": forms.RadioSelect}
@@ -138,7 +141,15 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     list_filter = ("enabled", "trigger_type")
     search_fields = ("name", "trigger_event")
     actions = ["enable", "disable", "duplicate", "cancel_all"]
-    fields = ("name", "description", "trigger_type", "trigger_event", "allow_reentry", "enabled")
+    fields = (
+        "name",
+        "description",
+        "trigger_type",
+        "trigger_event",
+        "allow_reentry",
+        "frequency_cap",
+        "enabled",
+    )
     readonly_fields = ("webhook_signing_secret",)
     change_form_template = "admin/workflows_app/workflow/change_form.html"
 
@@ -156,6 +167,16 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
                 "<int:workflow_id>/canvas/fields/",
                 view(admin_views.canvas_fields_view),
                 name=f"{info}_canvas_fields",
+            ),
+            path(
+                "<int:workflow_id>/canvas/simulate/",
+                view(admin_simulate.canvas_simulate_view),
+                name=f"{info}_canvas_simulate",
+            ),
+            path(
+                "<int:workflow_id>/canvas/stats/",
+                view(admin_stats.canvas_stats_view),
+                name=f"{info}_canvas_stats",
             ),
             path(
                 "<int:workflow_id>/enabled/", view(admin_views.enabled_view), name=f"{info}_enabled"
@@ -244,6 +265,7 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
                 trigger_event=obj.trigger_event,
                 description=obj.description,
                 allow_reentry=obj.allow_reentry,
+                frequency_cap=obj.frequency_cap,
                 enabled=obj.enabled,
             )
             obj.pk = created.pk
@@ -254,6 +276,7 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
             name=obj.name,
             description=obj.description,
             allow_reentry=obj.allow_reentry,
+            frequency_cap=obj.frequency_cap,
             enabled=obj.enabled,
         )
 
@@ -404,6 +427,8 @@ class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
         if obj.status != Execution.WAITING:
             return ""
         what = f"event '{obj.waiting_for}'" if obj.waiting_for else "timer"
+        if obj.pending_branch.startswith(engine.HOLD_PREFIX):  # a held step, e.g. quiet hours
+            what = f"{obj.pending_branch.removeprefix(engine.HOLD_PREFIX)} (held)"
         until = f" until {obj.wake_at:%Y-%m-%d %H:%M:%S}" if obj.wake_at else ""
         return what + until
 

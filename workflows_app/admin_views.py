@@ -221,6 +221,8 @@ def _parse_cursor(raw: str) -> tuple[datetime, int] | None:
 def _waiting_text(execution: Execution) -> str:
     if execution.status != Execution.WAITING:
         return ""
+    if execution.pending_branch.startswith(engine.HOLD_PREFIX):  # a held step: quiet hours
+        return f"{execution.pending_branch.removeprefix(engine.HOLD_PREFIX)} (held)"
     return f"event '{execution.waiting_for}'" if execution.waiting_for else "timer"
 
 

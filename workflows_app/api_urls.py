@@ -13,6 +13,8 @@ from workflows_app.api_workflows import (
     WorkflowDuplicateView,
     WorkflowGraphView,
     WorkflowListView,
+    WorkflowSimulateView,
+    WorkflowStatsView,
 )
 
 urlpatterns = [
@@ -24,6 +26,12 @@ urlpatterns = [
         name="workflow-duplicate",
     ),
     path("workflows/<int:workflow_id>/graph", WorkflowGraphView.as_view(), name="workflow-graph"),
+    path(
+        "workflows/<int:workflow_id>/simulate",
+        WorkflowSimulateView.as_view(),
+        name="workflow-simulate",
+    ),
+    path("workflows/<int:workflow_id>/stats", WorkflowStatsView.as_view(), name="workflow-stats"),
     path("workflows/<int:workflow_id>/steps", StepListView.as_view(), name="workflow-steps"),
     path(
         "workflows/<int:workflow_id>/steps/<str:key>",

@@ -10,13 +10,15 @@ from typing import Any
 from django.db import IntegrityError
 from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
+from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    inline_serializer,
 )
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -25,7 +27,7 @@ from contacts_app.api_schema import error_responses, ok
 from contacts_app.models import ApiKey
 from contacts_app.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PagePagination
 from contacts_app.safejson import unstorable
-from workflows_app import graph_edits
+from workflows_app import graph_edits, simulate
 from workflows_app.event_names import current_event_name
 from workflows_app.graph import (
     GraphConflict,
@@ -57,6 +59,7 @@ from workflows_app.services import (
     workflow_duplicate,
     workflow_update,
 )
+from workflows_app.stats import MAX_GOAL, StatsInputError, stats_query, workflow_stats
 
 TAGS = ["workflows"]
 GRAPH_TAGS = ["workflow graph"]
@@ -82,6 +85,7 @@ WORKFLOW = {
     "eventName": "user.signup",
     "enabled": True,
     "allowReentry": False,
+    "frequencyCap": "",
     "graphVersion": 3,
     "createdAt": "2026-01-01T12:00:00Z",
     "updatedAt": "2026-01-02T08:30:00Z",
@@ -430,6 +434,7 @@ class WorkflowListView(APIView):
                 trigger_event=current_event_name(values.get("eventName", "")),
                 description=values["description"],
                 allow_reentry=values["allowReentry"],
+                frequency_cap=values["frequencyCap"],
                 enabled=values["enabled"],
                 graph=values.get("graph"),
             )
@@ -461,10 +466,10 @@ class WorkflowDetailView(APIView):
         tags=TAGS,
         operation_id="workflows_update",
         summary="Update a workflow",
-        description="Changes `name`, `description`, `enabled` and `allowReentry`, which stay "
-        "editable while runs are active. Enabling needs a complete, valid graph (400 on "
-        "`enabled` naming the problems). `eventName` and `triggerType` are fixed once created: "
-        "a different value is a 400 naming the field.",
+        description="Changes `name`, `description`, `enabled`, `allowReentry` and "
+        "`frequencyCap`, which stay editable while runs are active. Enabling needs a complete, "
+        "valid graph (400 on `enabled` naming the problems). `eventName` and `triggerType` are "
+        "fixed once created: a different value is a 400 naming the field.",
         parameters=[_WORKFLOW_ID],
         request=WorkflowUpdateSerializer,
         responses={200: _WORKFLOW_OK, **error_responses(400, 404, 413, 415)},
@@ -491,6 +496,7 @@ class WorkflowDetailView(APIView):
                 description=values.get("description"),
                 enabled=values.get("enabled"),
                 allow_reentry=values.get("allowReentry"),
+                frequency_cap=values.get("frequencyCap"),
             )
         except GraphError as exc:
             fields = {
@@ -628,6 +634,149 @@ class WorkflowGraphView(APIView):
         except Workflow.DoesNotExist:  # deleted meanwhile
             raise ApiError(404, "not_found", f"No workflow #{workflow_id}.") from None
         return Response({"success": True, "data": _graph_json(workflow)})
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+_STATS_OK = OpenApiResponse(
+    response=inline_serializer(
+        name="WorkflowStatsReply",
+        fields={
+            "success": serializers.BooleanField(),
+            "data": inline_serializer(
+                name="WorkflowStats",
+                fields={
+                    "from": serializers.DateTimeField(),
+                    "to": serializers.DateTimeField(),
+                    "goal": serializers.CharField(allow_null=True),
+                    "executions": serializers.DictField(
+                        child=serializers.IntegerField(),
+                        help_text="Runs started in the period, by their status now.",
+                    ),
+                    "started_per_day": inline_serializer(
+                        name="WorkflowStatsDay",
+                        fields={
+                            "date": serializers.DateField(),
+                            "started": serializers.IntegerField(),
+                        },
+                        many=True,
+                    ),
+                    "steps": serializers.DictField(
+                        child=serializers.JSONField(),
+                        help_text="Per step key: type, name, entered, completed, skipped, "
+                        "failed, waiting; Send Email steps also sent, delivered, opened, "
+                        "clicked, bounced, unsubscribed, skipped_reasons; Split steps also "
+                        "branches (per branch id, with goal_reached and goal_share).",
+                    ),
+                },
+            ),
+        },
+    )
+)
+_STATS_EXAMPLE = {
+    "from": "2026-01-01T00:00:00+00:00",
+    "to": "2026-01-31T00:00:00+00:00",
+    "goal": "order.placed",
+    "executions": {
+        "RUNNING": 0,
+        "WAITING": 3,
+        "COMPLETED": 40,
+        "EXITED": 0,
+        "FAILED": 1,
+        "CANCELLED": 0,
+    },
+    "started_per_day": [{"date": "2026-01-01", "started": 2}, {"date": "2026-01-02", "started": 0}],
+    "steps": {
+        "ab": {
+            "type": "split",
+            "name": "Subject test",
+            "entered": 44,
+            "completed": 44,
+            "skipped": 0,
+            "failed": 0,
+            "waiting": 0,
+            "branches": {
+                "a": {
+                    "entered": 22,
+                    "completed": 20,
+                    "skipped": 1,
+                    "failed": 1,
+                    "waiting": 1,
+                    "sent": 21,
+                    "delivered": 20,
+                    "opened": 12,
+                    "clicked": 4,
+                    "bounced": 1,
+                    "unsubscribed": 0,
+                    "goal_reached": 5,
+                    "goal_share": 0.227,
+                }
+            },
+        },
+        "welcome_a": {
+            "type": "send_email",
+            "name": "Welcome A",
+            "entered": 22,
+            "completed": 21,
+            "skipped": 1,
+            "failed": 0,
+            "waiting": 0,
+            "sent": 21,
+            "delivered": 20,
+            "opened": 12,
+            "clicked": 4,
+            "bounced": 1,
+            "unsubscribed": 0,
+            "skipped_reasons": {"frequency cap": 1},
+        },
+    },
+}
+
+
+class WorkflowStatsView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="workflows_stats",
+        summary="Per-step statistics",
+        description="About the runs started in [`from`, `to`) (default: the last 30 days; at "
+        "most 366 days): their status now, how many started each day (in TIME_ZONE), and per "
+        "step of the current graph the visits that entered, completed, were skipped or failed "
+        "and the runs waiting there now; for Send Email steps the messages sent, delivered, "
+        "opened, clicked, bounced and the unsubscribes they prompted, with skips by reason; "
+        "for Split steps the same per branch, and with `goal` how many contacts of each "
+        "branch tracked that event after the split. README's Statistics section defines each "
+        "figure.",
+        parameters=[
+            _WORKFLOW_ID,
+            OpenApiParameter(
+                "from",
+                str,
+                description="An ISO 8601 date or date-time (without an offset: in TIME_ZONE); "
+                "a date is the start of that day. Default: 30 days before `to`.",
+            ),
+            OpenApiParameter(
+                "to",
+                str,
+                description="An ISO 8601 date or date-time, not included; a date means the end "
+                "of that day. Default: now.",
+            ),
+            OpenApiParameter(
+                "goal",
+                {"type": "string", "maxLength": MAX_GOAL},
+                description="An event name: per split branch, how many reached it.",
+            ),
+        ],
+        responses={200: _STATS_OK, **error_responses(400, 404)},
+        examples=[_reply(_STATS_EXAMPLE)],
+    )
+    def get(self, request, workflow_id: int):
+        workflow = _workflow(workflow_id)
+        try:
+            query = stats_query(request.query_params, now=timezone.now())
+        except StatsInputError as exc:
+            raise _invalid(exc.field, exc.message) from None
+        data = workflow_stats(workflow=workflow, start=query.start, end=query.end, goal=query.goal)
+        return Response({"success": True, "data": data})
 
 
 # --- steps and transitions, one at a time -------------------------------------------------------
@@ -838,3 +987,131 @@ class TransitionInsertStepView(APIView):
             {"success": True, "data": _saved_step(workflow, step["key"])},
             status=status.HTTP_201_CREATED,
         )
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+class SimulateRequestSerializer(serializers.Serializer):
+    contact = serializers.JSONField(
+        help_text="{email} of an existing contact, or {data, email?, subscribed?} for a made-up "
+        "one (default someone@example.com, subscribed)."
+    )
+    trigger = serializers.JSONField(
+        required=False, help_text="{data}: the trigger event's data (the run's context)."
+    )
+    events = serializers.JSONField(
+        required=False,
+        help_text=f"Up to {simulate.MAX_EVENTS} of {{name, after, data?}}: `after` is seconds "
+        "from the start (0 or more, at most a year).",
+    )
+
+
+class SimulationSerializer(serializers.Serializer):
+    path = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="Each step visited: {step, name, type, branch, at (seconds from the start), "
+        "at_time, detail, skipped?}.",
+    )
+    status = serializers.CharField(help_text="COMPLETED, EXITED, FAILED, WAITING or RUNNING.")
+    exit_reason = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)
+    emails = serializers.ListField(child=serializers.JSONField())
+    webhooks = serializers.ListField(child=serializers.JSONField())
+    context = serializers.JSONField()  # type: ignore[assignment]  # the JSON name
+    contact = serializers.JSONField()
+    waiting = serializers.JSONField(allow_null=True)
+    horizon = serializers.CharField(allow_null=True)
+    events = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text="The listed events in time order: {name, after, resumed (the key of the wait "
+        "it resumed, or null)}.",
+    )
+    started_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField()
+
+
+_SIMULATION_EXAMPLE = {
+    "path": [
+        {
+            "step": "wait_activation",
+            "name": "Wait for activation",
+            "type": "wait_for_event",
+            "branch": "event",
+            "at": 3600,
+            "at_time": "2026-11-27T11:00:00Z",
+            "detail": {
+                "event": "user.activated",
+                "timeout_at": None,
+                "received": {"name": "user.activated", "after": 3600, "data": {}},
+                "resumed_at": "2026-11-27T11:00:00+00:00",
+            },
+        },
+        {
+            "step": "tips",
+            "name": "Send tips",
+            "type": "send_email",
+            "branch": "next",
+            "at": 3600,
+            "at_time": "2026-11-27T11:00:00Z",
+            "detail": {"email": 0, "to": "someone@example.com", "subject": "Three tips for Ann"},
+        },
+    ],
+    "status": "COMPLETED",
+    "exit_reason": "",
+    "error": "",
+    "emails": [
+        {
+            "step": "tips",
+            "to": "someone@example.com",
+            "subject": "Three tips for Ann",
+            "html": "<p>Hi Ann, ...</p>",
+            "text": "Hi Ann, ...",
+        }
+    ],
+    "webhooks": [],
+    "context": {"orderId": "A-1", "user.activated": {}},
+    "contact": {"email": "someone@example.com", "data": {"firstName": "Ann", "plan": "pro"}},
+    "waiting": None,
+    "horizon": None,
+    "events": [{"name": "user.activated", "after": 3600, "resumed": "wait_activation"}],
+    "started_at": "2026-11-27T10:00:00Z",
+    "ended_at": "2026-11-27T11:00:00Z",
+}
+
+
+class WorkflowSimulateView(APIView):
+    @extend_schema(
+        tags=TAGS,
+        operation_id="workflows_simulate",
+        summary="Dry run (virtual time)",
+        description="What the workflow would do to a contact, run by the real step code with "
+        "nothing sent, called or stored: the steps visited with their branches and virtual "
+        "times (delays pass at once; events arrive at their `after`), the emails as they "
+        "would be rendered, the webhook requests as they would be made (the step then goes "
+        "on as if answered 200 with an empty body), and the final status, context and "
+        "contact. Works on disabled workflows. Stops after "
+        f"{simulate.MAX_VISITS} step visits or {simulate.HORIZON.days} days of virtual time "
+        "(`horizon` says so).",
+        parameters=[_WORKFLOW_ID],
+        request=SimulateRequestSerializer,
+        responses={200: ok(SimulationSerializer), **error_responses(400, 404, 413, 415)},
+        examples=[
+            _request(
+                {
+                    "contact": {"data": {"firstName": "Ann", "plan": "pro"}},
+                    "trigger": {"data": {"orderId": "A-1"}},
+                    "events": [{"name": "user.activated", "after": 3600, "data": {}}],
+                },
+            ),
+            _reply(_SIMULATION_EXAMPLE),
+        ],
+    )
+    def post(self, request, workflow_id: int):
+        workflow = _workflow(workflow_id)
+        try:
+            body = simulate.simulation_parse(request.data)
+            result = simulate.workflow_simulate(workflow=workflow, request=body)
+        except simulate.SimulationInvalid as exc:
+            raise ApiError(400, "validation_error", f"Invalid request: {exc}", exc.fields) from None
+        return Response({"success": True, "data": result})

@@ -5,6 +5,8 @@ State of a run (besides `status`):
 - `current_step` S, `pending_branch` B: S is done with outcome B; follow B next.
 - `current_step` S, no `pending_branch`: S was entered. RUNNING: its visit (a StepRun with
   status "started") is in progress or was interrupted; WAITING: S is a Delay/Wait for Event.
+- `current_step` S, WAITING, `pending_branch` "held:<reason>": S's visit was held (StepHold,
+  e.g. quiet hours) and runs again, the same visit, when `wake_at` comes.
 
 Every change is a version-checked UPDATE, so a duplicate or stale task is a no-op. Due work is
 found through `wake_at`: fresh and resumed runs are due now, waits when their timer ends. The
@@ -38,11 +40,22 @@ from workflows_app import shutdown
 from workflows_app.graph import step_document_config
 from workflows_app.models import Execution, Step, StepRun, Transition, Workflow
 from workflows_app.steps import STEP_TYPES
-from workflows_app.steps.base import Outcome, RunContext, StepFailed, StepRetry, StepType
+from workflows_app.steps.base import (
+    Outcome,
+    RunContext,
+    StepFailed,
+    StepHold,
+    StepRetry,
+    StepType,
+)
 
 log = logging.getLogger(__name__)
 
 RUNNING, WAITING = Execution.RUNNING, Execution.WAITING
+# The pending_branch of a run WAITING because its step was held (StepHold), with the reason
+# after it: when the hold ends, the claim clears it and the same visit runs again, where a
+# Delay's run would follow `next`.
+HOLD_PREFIX = "held:"
 
 # --- Starting and resuming (also as SQL, for /v1/track's single statement) -------------------
 
@@ -221,6 +234,7 @@ WITH due AS MATERIALIZED (
 UPDATE workflows_app_execution x SET
   pending_branch = CASE
     WHEN x.status = 'WAITING' AND x.waiting_for <> '' THEN 'timeout'
+    WHEN x.status = 'WAITING' AND starts_with(x.pending_branch, 'held:') THEN ''
     WHEN x.status = 'WAITING' THEN 'next'
     ELSE x.pending_branch END,
   status = 'RUNNING', waiting_for = '', wake_at = NULL, lease_until = %(lease)s,
@@ -267,7 +281,9 @@ def executions_claim(*, now: datetime, limit: int) -> list[Claim]:
     )
     for pk, status, waiting_for, version, pending, wake_at in list(due):
         if status == WAITING:
-            pending = "timeout" if waiting_for else "next"
+            pending = (
+                "timeout" if waiting_for else "" if pending.startswith(HOLD_PREFIX) else "next"
+            )
         if Execution.objects.filter(pk=pk, version=version, status=status).update(
             status=RUNNING,
             pending_branch=pending,
@@ -543,6 +559,20 @@ class _Advance:
             self.record(run)
             self.set(wake_at=retry.retry_at)
             metrics.step_visit(kind, "retry")
+            return True
+        except StepHold as hold:
+            # Not now, by rule: WAITING until the hold ends, then this same visit again (see
+            # HOLD_PREFIX). Not an attempt: the visit stays "started", its output says why.
+            run.output = {"held_for": hold.reason, "held_until": hold.until.isoformat()}
+            self.record(run)
+            self.set(
+                status=WAITING,
+                wake_at=hold.until,
+                waiting_for="",
+                wait_started_at=self.now,
+                pending_branch=f"{HOLD_PREFIX}{hold.reason}"[:64],
+            )
+            metrics.step_visit(kind, "waiting")
             return True
         except Exception as exc:  # noqa: BLE001 - any step error fails this run only
             message = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"

@@ -8,23 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from templates_app.mjml import mjml_display_html
 from templates_app.models import Template
-from templates_app.rendering import template_check
+from templates_app.policy import validate_frequency_cap_override
+from templates_app.rendering import template_problems
 from workflows_app.event_names import current_event_name
 from workflows_app.graph import GraphError, WorkflowLocked, graph_validate, workflow_save_graph
 from workflows_app.models import Workflow
 from workflows_app.services import TriggerImmutable, workflow_create, workflow_update
 from workflows_app.steps import STEP_TYPES
 
-TEMPLATE_FIELDS = ("name", "type", "subject", "html", "text", "from_email", "reply_to")
+TEMPLATE_FIELDS = ("name", "type", "subject", "html", "mjml", "text", "from_email", "reply_to")
 WORKFLOW_FIELDS = (
     "name",
     "description",
     "trigger_type",
     "trigger_event",
     "allow_reentry",
+    "frequency_cap",
     "enabled",
 )
 
@@ -40,19 +44,30 @@ def _check_template(index: int, raw: Any) -> list[str]:
     if not isinstance(raw, dict):
         return [f"{where}: must be an object"]
     errors = []
-    for field in ("name", "subject", "html"):
+    for field in ("name", "subject"):
         if not isinstance(raw.get(field), str) or not raw.get(field):
             errors.append(f"{where}.{field}: required text")
+    # The body is HTML (`html`) or MJML (`mjml`), one of the two.
+    bodies = [f for f in ("html", "mjml") if raw.get(f) is not None]
+    if not bodies:
+        errors.append(f"{where}.html: required text (or 'mjml', for an MJML template)")
+    elif len(bodies) > 1:
+        errors.append(f"{where}: 'html' and 'mjml' together: give one of the two")
+    elif not isinstance(raw[bodies[0]], str) or not raw[bodies[0]]:
+        errors.append(f"{where}.{bodies[0]}: required text")
     if raw.get("type", Template.MARKETING) not in (Template.MARKETING, Template.TRANSACTIONAL):
         errors.append(f"{where}.type: 'marketing' or 'transactional'")
     unknown = set(raw) - set(TEMPLATE_FIELDS)
     if unknown:
         errors.append(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     if not errors:
-        for field, problem in template_check(
-            subject=raw["subject"], html_body=raw["html"], text_body=raw.get("text") or ""
-        ).items():
-            errors.append(f"{where} ({raw['name']}).{field}: {problem}")
+        for problem in template_problems(
+            subject=raw["subject"],
+            html_body=raw.get("html") or "",
+            text_body=raw.get("text") or "",
+            mjml_body=raw.get("mjml") or "",
+        ):
+            errors.append(f"{where} ({raw['name']}).{problem.field}: {problem.message}")
     return errors
 
 
@@ -116,6 +131,13 @@ def document_validate(document: Any) -> None:
         for flag in ("allow_reentry", "enabled"):
             if flag in raw and not isinstance(raw[flag], bool):
                 errors.append(f"{where}.{flag}: true or false")
+        cap = "" if raw.get("frequency_cap") is None else raw["frequency_cap"]
+        try:
+            if not isinstance(cap, str) or len(cap) > 20:
+                raise ValidationError("text of at most 20 characters")
+            validate_frequency_cap_override(cap)
+        except ValidationError as exc:
+            errors.append(f"{where}.frequency_cap: {' '.join(exc.messages)}")
         unknown = set(raw) - set(WORKFLOW_FIELDS) - {"steps", "transitions"}
         if unknown:
             errors.append(f"{where}: unknown keys {', '.join(sorted(unknown))}")
@@ -136,6 +158,8 @@ def document_import(document: Any) -> dict[str, int]:
             for raw in document.get("templates") or []:
                 values = {f: raw.get(f) or "" for f in TEMPLATE_FIELDS if f != "name"}
                 values["type"] = raw.get("type") or Template.MARKETING
+                if values["mjml"]:
+                    values["html"] = mjml_display_html(values["mjml"])
                 Template.objects.update_or_create(name=raw["name"], defaults=values)
                 counts["templates"] += 1
             for raw in document.get("workflows") or []:
@@ -151,6 +175,7 @@ def document_import(document: Any) -> dict[str, int]:
                         trigger_event=raw.get("trigger_event") or "",
                         description=raw.get("description") or "",
                         allow_reentry=bool(raw.get("allow_reentry")),
+                        frequency_cap=raw.get("frequency_cap") or "",
                         graph=graph,
                     )
                 else:
@@ -159,6 +184,7 @@ def document_import(document: Any) -> dict[str, int]:
                     workflow=workflow,
                     description=raw.get("description") or "",
                     allow_reentry=bool(raw.get("allow_reentry")),
+                    frequency_cap=raw.get("frequency_cap") or "",
                     enabled=bool(raw.get("enabled")),
                 )
                 counts["workflows"] += 1
@@ -196,6 +222,8 @@ def document_export(names: list[str] | None = None) -> dict[str, Any]:
                 "description": workflow.description,
                 **trigger,
                 "allow_reentry": workflow.allow_reentry,
+                # Written only when set: empty (the setting's cap) is what an absent key means.
+                **({"frequency_cap": workflow.frequency_cap} if workflow.frequency_cap else {}),
                 "enabled": workflow.enabled,
                 **graph,
             }
@@ -209,7 +237,8 @@ def document_export(names: list[str] | None = None) -> dict[str, Any]:
                 "name": t.name,
                 "type": t.type,
                 "subject": t.subject,
-                "html": t.html,
+                # An MJML template is its MJML (its html is derived from it).
+                **({"mjml": t.mjml} if t.mjml else {"html": t.html}),
                 "text": t.text or None,
                 "from_email": t.from_email,
                 "reply_to": t.reply_to,

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from contacts_app.models import Contact, Event
 from templates_app.models import Message, Template
+from templates_app.policy import validate_frequency_cap_override
 
 
 def step_type_choices() -> list[tuple[str, str]]:
@@ -49,6 +50,15 @@ class Workflow(models.Model):
         default=False,
         help_text="Off: a contact enters at most once, ever. "
         "On: again after the previous run ended.",
+    )
+    # The send policy's frequency cap for this workflow's marketing mail (templates_app.policy).
+    frequency_cap = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[validate_frequency_cap_override],
+        help_text="At most this many marketing emails per contact in any rolling period, "
+        "counting every workflow's, e.g. 3/7d (units s, m, h, d, w). Empty: the "
+        "MARKETING_FREQUENCY_CAP setting; none: no cap for this workflow's sends.",
     )
     enabled = models.BooleanField(default=False, help_text="Disabling stops new executions only.")
     # Bumped by the database (triggers) on every change of a step or transition, however it is

@@ -9,6 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from templates_app.policy import validate_frequency_cap_override
 from workflows_app.graph import MAX_POSITION, MAX_STEPS, workflow_active_count
 from workflows_app.models import Workflow, step_type_choices
 
@@ -78,6 +79,12 @@ class GraphPutSerializer(serializers.Serializer):
 
 # --- workflows --------------------------------------------------------------------------------
 
+FREQUENCY_CAP_HELP = (
+    "The send policy's cap on this workflow's marketing mail: at most N emails per contact in "
+    "any rolling period, counting every workflow's, e.g. 3/7d (units s, m, h, d, w). Empty: "
+    "the MARKETING_FREQUENCY_CAP setting; none: no cap."
+)
+
 
 class WorkflowSerializer(serializers.ModelSerializer):
     triggerType = serializers.ChoiceField(source="trigger_type", choices=["event", "manual"])
@@ -85,6 +92,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
         help_text="The event that starts it; null for a manual trigger."
     )
     allowReentry = serializers.BooleanField(source="allow_reentry")
+    frequencyCap = serializers.CharField(source="frequency_cap", help_text=FREQUENCY_CAP_HELP)
     graphVersion = serializers.IntegerField(source="graph_version")
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
@@ -102,6 +110,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
             "eventName",
             "enabled",
             "allowReentry",
+            "frequencyCap",
             "graphVersion",
             "createdAt",
             "updatedAt",
@@ -147,6 +156,14 @@ class WorkflowCreateSerializer(serializers.Serializer):
     )
     enabled = serializers.BooleanField(default=False)
     allowReentry = serializers.BooleanField(default=False)
+    frequencyCap = serializers.CharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        default="",
+        validators=[validate_frequency_cap_override],
+        help_text=FREQUENCY_CAP_HELP,
+    )
     graph = GraphField(
         required=False, help_text="The whole graph; it must be complete (every step reachable)."
     )
@@ -171,6 +188,13 @@ class WorkflowUpdateSerializer(serializers.Serializer):
         required=False, help_text="Enabling needs a complete, valid graph."
     )
     allowReentry = serializers.BooleanField(required=False)
+    frequencyCap = serializers.CharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        validators=[validate_frequency_cap_override],
+        help_text=FREQUENCY_CAP_HELP,
+    )
     eventName = serializers.CharField(
         max_length=255,
         required=False,

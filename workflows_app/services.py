@@ -7,6 +7,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from contacts_app.models import Contact
+from templates_app.policy import NO_CAP, validate_frequency_cap_override
 from workflows_app import engine
 from workflows_app.event_names import current_event_name
 from workflows_app.graph import (
@@ -22,6 +23,14 @@ class TriggerImmutable(ValueError):
     pass
 
 
+def _frequency_cap(value: str) -> str:
+    """A workflow's frequency cap as stored: "", "none" or a cap like 3/7d (ValidationError
+    for anything else)."""
+    value = value.strip()
+    validate_frequency_cap_override(value)
+    return NO_CAP if value.lower() == NO_CAP else value
+
+
 def workflow_create(
     *,
     name: str,
@@ -31,6 +40,7 @@ def workflow_create(
     allow_reentry: bool = False,
     enabled: bool = False,
     graph: dict[str, Any] | None = None,
+    frequency_cap: str = "",
 ) -> Workflow:
     """A new workflow. An event trigger names its event; a manual one (started for chosen
     contacts by the API or the admin) has none. Raises ValueError when they disagree."""
@@ -47,6 +57,7 @@ def workflow_create(
             trigger_event=current_event_name(trigger_event) if trigger_event else "",
             description=description,
             allow_reentry=allow_reentry,
+            frequency_cap=_frequency_cap(frequency_cap),
             enabled=False,
         )
         if graph is not None:
@@ -65,6 +76,7 @@ def workflow_update(
     allow_reentry: bool | None = None,
     enabled: bool | None = None,
     trigger_event: str | None = None,
+    frequency_cap: str | None = None,
 ) -> Workflow:
     """Changes the fields that stay editable while runs are active. The trigger never changes.
     Enabling a disabled workflow raises GraphError when its graph is incomplete or invalid."""
@@ -80,6 +92,7 @@ def workflow_update(
             "description": description,
             "allow_reentry": allow_reentry,
             "enabled": enabled,
+            "frequency_cap": None if frequency_cap is None else _frequency_cap(frequency_cap),
         }.items()
         if v is not None
     }
@@ -159,10 +172,10 @@ def _copy_name(name: str) -> str:
 
 def workflow_duplicate(*, workflow: Workflow, by: str = "") -> Workflow:
     """A disabled copy of `workflow`: "<name> (Copy)" (or the next free "(Copy N)"), with its
-    trigger, description, re-entry and graph. The graph goes through its document and
-    workflow_save_graph like any other editor's, so the copy is validated the same way and its
-    Send Email steps link the same templates. Executions and history are not copied; a locked
-    workflow can be duplicated (the copy has no runs)."""
+    trigger, description, re-entry, frequency cap and graph. The graph goes through its
+    document and workflow_save_graph like any other editor's, so the copy is validated the same
+    way and its Send Email steps link the same templates. Executions and history are not
+    copied; a locked workflow can be duplicated (the copy has no runs)."""
     source = Workflow.objects.get(pk=workflow.pk)
     document = workflow_graph_document(source)
     attempts = 5
@@ -176,6 +189,7 @@ def workflow_duplicate(*, workflow: Workflow, by: str = "") -> Workflow:
                     trigger_event=source.trigger_event,
                     description=source.description,
                     allow_reentry=source.allow_reentry,
+                    frequency_cap=source.frequency_cap,
                     enabled=False,
                 )
                 # A draft is copied as a draft (the copy is disabled).

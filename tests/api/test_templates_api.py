@@ -88,6 +88,7 @@ def test_it_creates_a_template_in_plunks_shape(secret_key):
         "description": None,
         "subject": "Your order {{ order }}",
         "body": "<p>Thanks, {{ firstName }}</p>",
+        "mjml": None,
         "text": None,
         "type": "transactional",
         "from": "shop@example.com",

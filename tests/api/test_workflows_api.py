@@ -104,6 +104,7 @@ def test_it_lists_workflows_in_plunks_page_shape(api):
         "eventName": "user.signup",
         "enabled": True,
         "allowReentry": False,
+        "frequencyCap": "",
         "graphVersion": busy.graph_version,
         "createdAt": first["createdAt"],
         "updatedAt": first["updatedAt"],

@@ -93,7 +93,8 @@ def test_the_preview_shows_a_limit_as_an_error(staff):
         "/admin/templates_app/template/preview/", {"subject": "s", "html": HUGE, "text": ""}
     )
     assert response.status_code == 400
-    assert "more than the limit of 10000" in response.json()["errors"]["template"]
+    (error,) = response.json()["errors"]
+    assert error["field"] == "template" and "more than the limit of 10000" in error["message"]
 
 
 def test_a_test_send_past_a_limit_is_not_sent_and_says_why(staff, settings):

@@ -115,7 +115,8 @@ def test_the_live_preview_uses_sample_data_and_reports_errors(staff):
     assert ok.json()["subject"] == "Zed"
     bad = staff.post("/admin/templates_app/template/preview/", {"subject": "{% if %}", "html": "x"})
     assert bad.status_code == 400
-    assert "line 1" in bad.json()["errors"]["subject"]
+    assert {"field": "subject", "line": 1}.items() <= bad.json()["errors"][0].items()
+    assert "line 1" in bad.json()["errors"][0]["message"]
     unknown = staff.post(
         "/admin/templates_app/template/preview/",
         {"subject": "s", "html": "x", "contact": "nobody@example.com"},

@@ -98,6 +98,17 @@ class StepRetry(Exception):
         super().__init__(message)
 
 
+class StepHold(Exception):
+    """Not now, by rule (a marketing send in quiet hours): the run is WAITING until `until`,
+    then the same visit runs again. Not a failure: it spends none of the retry policy's
+    attempts. The visit's output says why (`reason`) and until when."""
+
+    def __init__(self, reason: str, until: datetime):
+        self.reason = reason
+        self.until = until
+        super().__init__(f"held for {reason} until {until.isoformat()}")
+
+
 @dataclass(frozen=True)
 class Outcome:
     kind: Literal["next", "wait_until", "wait_for_event", "exit"]
@@ -120,6 +131,10 @@ class RunContext:
     step_run: StepRun
     config: Any
     now: datetime
+    # A dry run's stand-in for the outside world (workflows_app.simulate): a step with side
+    # effects makes each of them through it (message_send, post_json, contact_update_data,
+    # with the real functions' arguments), which records it instead. None: for real.
+    dry_run: Any = None
 
     @property
     def visit_key(self) -> str:

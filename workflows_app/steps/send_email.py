@@ -5,6 +5,7 @@ from django.core.validators import validate_email
 from pydantic import Field, field_validator, model_validator
 
 from templates_app.models import Template
+from templates_app.policy import FrequencyCapped, frequency_cap_for, quiet_until
 from templates_app.rendering import TemplateError
 from templates_app.services import (
     SendPermanentError,
@@ -18,6 +19,7 @@ from workflows_app.steps.base import (
     RunContext,
     StepConfig,
     StepFailed,
+    StepHold,
     StepType,
 )
 
@@ -107,17 +109,36 @@ class SendEmail(StepType):
             raise StepFailed(f"template {ctx.config.template!r} does not exist")
         recipient = ctx.config.recipient
         custom = recipient.customEmail if recipient and recipient.type == "CUSTOM" else None
+        # The send policy (templates_app.policy) is for marketing mail to the contact only.
+        policy = template.type == Template.MARKETING and custom is None
+        if policy and ctx.contact.subscribed:
+            until = quiet_until(ctx.contact, ctx.now)
+            if until is not None:  # the run waits, then this same visit sends
+                raise StepHold("quiet hours", until)
+        # What the engine wrote when it held this visit stays in its output.
+        output = ctx.step_run.output if isinstance(ctx.step_run.output, dict) else {}
+        held = {k: v for k, v in output.items() if k.startswith("held_")}
+        cap = frequency_cap_for(ctx.execution.workflow.frequency_cap) if policy else None
+        # A dry run (workflows_app.simulate) records the send instead of making it.
+        send = message_send if ctx.dry_run is None else ctx.dry_run.message_send
         try:
-            result = message_send(
+            result = send(
                 idempotency_key=ctx.visit_key,
                 template=template,
                 contact=ctx.contact,
                 context=ctx.execution.context,
                 workflow_name=ctx.execution.workflow.name,
                 to_email=custom,
+                frequency_cap=cap,
+            )
+        except FrequencyCapped as exc:  # the run goes on; `reason` is what stats group by
+            return Outcome(
+                kind="next",
+                skipped=True,
+                output={"skipped": str(exc), "reason": exc.reason, **held},
             )
         except SendSkipped as exc:
-            return Outcome(kind="next", skipped=True, output={"skipped": str(exc)})
+            return Outcome(kind="next", skipped=True, output={"skipped": str(exc), **held})
         except SendTransientError as exc:
             self.retry(ctx, f"provider error: {exc}")
         except SendPermanentError as exc:
@@ -127,6 +148,11 @@ class SendEmail(StepType):
         message = result.message
         return Outcome(
             kind="next",
-            output={"message_id": message.pk, "status": message.status, "to": message.to_email},
+            output={
+                "message_id": message.pk,
+                "status": message.status,
+                "to": message.to_email,
+                **held,
+            },
             message_id=message.pk,
         )

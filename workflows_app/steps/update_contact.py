@@ -69,8 +69,10 @@ class UpdateContact(StepType):
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config
+        # A dry run (workflows_app.simulate) changes only its own copy of the contact.
+        update = contact_update_data if ctx.dry_run is None else ctx.dry_run.contact_update_data
         try:
-            contact = contact_update_data(
+            contact = update(
                 contact=ctx.contact, set=cfg.set, unset=cfg.unset, subscribed=cfg.subscribed
             )
         except ContactDataTooLarge as exc:

@@ -157,8 +157,11 @@ class Webhook(StepType):
             if problem:
                 raise StepFailed(f"rendered {problem}")
         attempt = ctx.step_run.attempts + 1
+        # A dry run (workflows_app.simulate) records the request instead of making it, and
+        # answers 200 with an empty body.
+        call = post_json if ctx.dry_run is None else ctx.dry_run.post_json
         try:
-            reply = post_json(
+            reply = call(
                 url=url,
                 method=cfg.method,
                 payload=body,
@@ -182,7 +185,8 @@ class Webhook(StepType):
         if reply.status >= 300:
             metrics.webhook_call("failed")
             raise StepFailed(f"HTTP {reply.status}: {reply.snippet()}")
-        metrics.webhook_call("success")
+        if ctx.dry_run is None:  # a dry run's request was not made
+            metrics.webhook_call("success")
         # Only what jsonb can store is kept (NaN, NUL characters ... would otherwise make every
         # write of the run fail and leave it RUNNING); the notes say what was changed.
         parsed = reply.parse()
