@@ -38,8 +38,9 @@ def _missing() -> str:
         return "playwright (Python) is not installed: uv sync"
     if not Path(CHROMIUM).exists():
         return f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)"
-    if not (ROOT / "static/dist/canvas.js").exists():
-        return "the canvas is not built: npm ci && npm run build (make test does it)"
+    for bundle in ("canvas.js", "editor.js"):
+        if not (ROOT / "static/dist" / bundle).exists():
+            return f"static/dist/{bundle} is not built: npm ci && npm run build (make test does it)"
     return ""
 
 
