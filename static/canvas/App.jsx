@@ -12,7 +12,9 @@ import {
 } from '@xyflow/react';
 import { CanvasContext } from './context.js';
 import { ConfigPanel } from './ConfigPanel.jsx';
+import { TestPanel, traceEdgeClass } from './TestPanel.jsx';
 import { LockBanner, Palette, useFullScreen } from './parts.jsx';
+import { StatsPanel, StatsToggle, edgeCount, withCount } from './StatsOverlay.jsx';
 import { StepNode, TriggerNode } from './nodes.jsx';
 import { loadFields, loadState, saveGraph } from './api.js';
 import {
@@ -48,6 +50,10 @@ export function App({ urls, csrfToken }) {
   const [fields, setFields] = useState([]);
   const [counts, setCounts] = useState({});
   const [lock, setLock] = useState(null);
+  const [statsOn, setStatsOn] = useState(false);
+  const [stats, setStats] = useState(null); // the stats overlay's figures, while it is on
+  const [testing, setTesting] = useState(false);
+  const [trace, setTrace] = useState(null); // the Test panel's path, highlighted
   const flow = useReactFlow();
   const [full, setFull] = useFullScreen(flow);
   const wrapper = useRef(null);
@@ -305,10 +311,11 @@ export function App({ urls, csrfToken }) {
     );
     return edges.map((e) => {
       const branch = e.sourceHandle || 'next';
-      const label = edgeLabel(branch, portsOf.get(e.source));
-      return label === e.label ? e : { ...e, label };
+      const label = withCount(edgeLabel(branch, portsOf.get(e.source)), edgeCount(e, stats, edges));
+      const className = traceEdgeClass(trace, e);
+      return label === e.label && className === e.className ? e : { ...e, label, className };
     });
-  }, [nodes, edges, palette]);
+  }, [nodes, edges, palette, stats, trace]);
 
   const tidyUp = useCallback(() => {
     setNodes((ns) => tidy(ns, edges, portOrder(ns, palette)));
@@ -354,7 +361,7 @@ export function App({ urls, csrfToken }) {
   }, [errors]);
   const graphErrors = errors.filter((e) => !e.step || !nodes.some((n) => n.id === e.step));
   const selected = nodes.find((n) => n.id === selectedId && n.type === 'step');
-  const context = useMemo(() => ({ palette, counts, errorsByStep }), [palette, counts, errorsByStep]);
+  const context = useMemo(() => ({ palette, counts, errorsByStep, trace, stats }), [palette, counts, errorsByStep, trace, stats]);
 
   if (loadError) return <p className="errornote">{loadError}</p>;
   if (!state) return <p className="canvas-placeholder">Loading the canvas…</p>;
@@ -380,6 +387,11 @@ export function App({ urls, csrfToken }) {
           title={full ? 'Leave full screen (Esc)' : 'Use the whole window'} onClick={() => setFull((f) => !f)}>
           {full ? 'Exit full screen' : 'Full screen'}
         </button>
+        <button type="button" className="button wf-test-toggle" aria-pressed={testing} data-testid="test-toggle"
+          onClick={() => { setTesting((t) => !t); setTrace(null); }}>
+          {testing ? 'Close test' : 'Test'}
+        </button>
+        <StatsToggle on={statsOn} onToggle={setStatsOn} />
         <span className="wf-dirty" data-testid="dirty-state">{dirty ? 'Unsaved changes' : 'All changes saved'}</span>
         {notice && (
           <span className={`wf-notice wf-notice-${notice.kind}`} role={notice.kind === 'error' ? 'alert' : 'status'} data-testid="notice">
@@ -404,7 +416,10 @@ export function App({ urls, csrfToken }) {
           )}
         </div>
       )}
-      <div className={`wf-editor${readOnly ? ' wf-readonly' : ''}`}>
+      {statsOn && (
+        <StatsPanel url={`${urls.state}stats/`} hasSplit={nodes.some((n) => n.data?.stepType === 'split')} onStats={setStats} />
+      )}
+      <div className={`wf-editor${readOnly ? ' wf-readonly' : ''}${trace ? ' wf-tracing' : ''}`}>
         {!readOnly && <Palette palette={palette} onAdd={(type) => addStep(type)} disabled={readOnly} />}
         <div className="wf-flow" ref={wrapper} onDragOver={(e) => e.preventDefault()} onDrop={onDrop} data-testid="flow">
           <ReactFlow
@@ -430,7 +445,11 @@ export function App({ urls, csrfToken }) {
             <MiniMap pannable zoomable className="wf-minimap" />
           </ReactFlow>
         </div>
-        {selected && (
+        {testing && (
+          <TestPanel url={`${urls.state}simulate/`} csrfToken={csrfToken} dirty={dirty} palette={palette}
+            onTrace={setTrace} onClose={() => { setTesting(false); setTrace(null); }} />
+        )}
+        {selected && !testing && (
           <ConfigPanel
             node={selected}
             kind={palette[selected.data.stepType]}

@@ -3,6 +3,7 @@
 import React, { useState } from 'react';
 import { portsFor } from './graph.js';
 import { ConditionForm } from './ConditionForm.jsx';
+import { SplitForm } from './SplitForm.jsx';
 import { choices, Field, showValue } from './fields.jsx';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
@@ -284,6 +285,7 @@ const FORMS = {
   webhook: WebhookForm,
   update_contact: UpdateContactForm,
   exit: ExitForm,
+  split: SplitForm,
 };
 
 function Outputs({ node, kind, nodes, edges, onConnectPort, readOnly }) {

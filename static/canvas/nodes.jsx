@@ -3,6 +3,8 @@ import React, { useContext, useEffect } from 'react';
 import { Handle, Position, useUpdateNodeInternals } from '@xyflow/react';
 import { NODE_WIDTH, portsFor } from './graph.js';
 import { CanvasContext } from './context.js';
+import { BranchStats, StepStats, startedIn } from './StatsOverlay.jsx';
+import { splitSummary, withShares } from './SplitForm.jsx';
 
 const COUNT_LABELS = [
   ['waiting', 'waiting now'],
@@ -25,10 +27,10 @@ function Counts({ counts }) {
 }
 
 export function TriggerNode({ data }) {
-  const { counts } = useContext(CanvasContext);
+  const { counts, trace, stats } = useContext(CanvasContext);
   const entered = counts?.trigger?.entered ?? 0;
   return (
-    <div className="wf-node wf-node-trigger" data-testid="node-trigger">
+    <div className={`wf-node wf-node-trigger${traceClass(trace, trace?.order.size ? 0 : null)}`} data-testid="node-trigger">
       <div className="wf-node-type">Trigger</div>
       <div className="wf-node-title">
         {data.manual ? (
@@ -40,7 +42,11 @@ export function TriggerNode({ data }) {
         )}
       </div>
       <div className="wf-node-counts">
-        <span className="wf-count" title="executions started">{entered} entered</span>
+        {stats ? (
+          <span className="wf-count" title="runs started in the chosen period" data-testid="stats-trigger">{startedIn(stats)} started</span>
+        ) : (
+          <span className="wf-count" title="executions started">{entered} entered</span>
+        )}
       </div>
       <Handle type="source" position={Position.Bottom} id="next" className="wf-handle" />
     </div>
@@ -74,15 +80,26 @@ function summary(type, config) {
     }
     case 'exit':
       return config.reason || 'End the run';
+    case 'split':
+      return splitSummary(config);
     default:
       return '';
   }
 }
 
+// A Test panel run highlights the steps it visited (numbered in order; the one that failed
+// in red) and dims the others.
+function traceClass(trace, visit, id) {
+  if (!trace) return '';
+  if (visit == null) return ' wf-untraced';
+  return trace.failed?.has(id) ? ' wf-traced wf-trace-failed' : ' wf-traced';
+}
+
 export function StepNode({ id, data, selected }) {
-  const { palette, counts, errorsByStep } = useContext(CanvasContext);
+  const { palette, counts, errorsByStep, trace, stats } = useContext(CanvasContext);
+  const visit = trace?.order.get(id);
   const kind = palette[data.stepType];
-  const ports = portsFor(kind, data.config);
+  const ports = withShares(data.stepType, data.config, portsFor(kind, data.config));
   const errors = errorsByStep[id] || [];
   const updateNodeInternals = useUpdateNodeInternals();
   const portKey = ports.map((p) => p.id).join(',');
@@ -94,12 +111,13 @@ export function StepNode({ id, data, selected }) {
   const at = (i) => `${((i + 1) * 100) / (ports.length + 1)}%`;
   return (
     <div
-      className={`wf-node wf-node-step wf-type-${data.stepType}${selected ? ' wf-selected' : ''}${errors.length ? ' wf-has-errors' : ''}`}
+      className={`wf-node wf-node-step wf-type-${data.stepType}${selected ? ' wf-selected' : ''}${errors.length ? ' wf-has-errors' : ''}${traceClass(trace, visit, id)}`}
       style={width > NODE_WIDTH ? { width } : undefined}
       data-testid={`node-${id}`}
       data-step-key={id}
     >
       <Handle type="target" position={Position.Top} id="in" className="wf-handle" />
+      {visit != null && <span className="wf-trace-step" title={`Step ${visit} of the test run`}>{visit}</span>}
       <div className="wf-node-type">{kind ? kind.label : data.stepType}</div>
       <div className="wf-node-title">{data.name || id}</div>
       <div className="wf-node-summary">{summary(data.stepType, data.config || {})}</div>
@@ -110,7 +128,14 @@ export function StepNode({ id, data, selected }) {
           ))}
         </div>
       )}
-      <Counts counts={counts?.[id]} />
+      {stats ? (
+        <>
+          <StepStats stepKey={id} figures={stats.steps?.[id]} />
+          <BranchStats stepKey={id} ports={ports} branches={stats.steps?.[id]?.branches} goal={stats.goal} />
+        </>
+      ) : (
+        <Counts counts={counts?.[id]} />
+      )}
       <div className="wf-ports">
         {ports.map((port, i) => (
           <span key={port.id} className={`wf-port-label wf-port-${port.id}`} style={{ left: at(i) }} title={port.label}>
