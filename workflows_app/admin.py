@@ -141,15 +141,7 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     list_filter = ("enabled", "trigger_type")
     search_fields = ("name", "trigger_event")
     actions = ["enable", "disable", "duplicate", "cancel_all"]
-    fields = (
-        "name",
-        "description",
-        "trigger_type",
-        "trigger_event",
-        "allow_reentry",
-        "frequency_cap",
-        "enabled",
-    )
+    fields = WorkflowForm.Meta.fields
     readonly_fields = ("webhook_signing_secret",)
     change_form_template = "admin/workflows_app/workflow/change_form.html"
 
