@@ -3,10 +3,12 @@
 Mail clients that drop `<style>` (Gmail's apps for accounts outside Google, many webmails)
 still show styles written into `style` attributes. So a raw-HTML email is inlined after its
 Liquid is rendered (never before: the HTML parser would move Liquid tags that sit between
-table rows), at send time and in previews. `@media` rules can not go into an attribute: they
-stay in a `<style>` in the head for the clients that read it (keep_at_rules). A `<style
-data-css-inline="ignore">` is left alone. MJML output is not inlined here: MRML writes its
-components' styles inline itself, and `<mj-style inline="inline">` too.
+table rows), at send time and in previews. The `<style>` stays as it was written too
+(keep_style_tags): what can not go into an attribute (`@media`, `:hover`, the selectors
+written for one client, such as Outlook's dark mode `[data-ogsc]` or Gmail's `u + .body`)
+still reaches the clients that read it. A `<style data-css-inline="ignore">` is left alone.
+MJML output is not inlined here: MRML writes its components' styles inline itself, and
+`<mj-style inline="inline">` too.
 
 Nothing is fetched: `<link rel=stylesheet>` stays as it is and is not loaded (an email's
 stylesheet URL must not make the server fetch a URL or read a file).
@@ -19,7 +21,7 @@ import re
 import css_inline
 
 _INLINER = css_inline.CSSInliner(
-    keep_at_rules=True,
+    keep_style_tags=True,
     keep_link_tags=True,
     load_remote_stylesheets=False,
 )

@@ -182,7 +182,11 @@ class Known:
     def has(self, path: tuple[str, ...]) -> bool:
         root, rest = path[0], path[1:]
         if root in ("contact", "data"):
-            return not rest or rest[0] in self.contact_keys or rest[0] in ("email", "subscribed")
+            # `contact` also has the contact's own fields; `data` is the data alone.
+            own = ("email", "subscribed") if root == "contact" else ()
+            return not rest or rest[0] in self.contact_keys or rest[0] in own
+        if root == "workflow":
+            return not rest or rest[0] == "name"
         if root == "event":
             # No event seen yet: nothing is known about what events carry.
             return not rest or not self.event_keys or rest[0] in self.event_keys

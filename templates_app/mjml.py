@@ -21,6 +21,7 @@ from MRML, the line from us.
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -29,6 +30,9 @@ import mrml
 # mj-include could read files or URLs on the server: refused (the error names the line).
 _PARSER = mrml.ParserOptions(include_loader=mrml.noop_loader())
 _LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_LIQUID_BLOCK = re.compile(
+    r"\{%-?\s*(comment|raw)\s*-?%\}.*?\{%-?\s*end\1\s*-?%\}", re.DOTALL | re.IGNORECASE
+)
 _POSITION = re.compile(r"\s*(?:in root template\s*)?at position (\d+):(\d+)")
 _WHERE = re.compile(r"\s*in root template\s*$")
 _END_OF_STREAM = "unexpected end of stream"
@@ -67,12 +71,82 @@ class MjmlError(ValueError):
 
 
 def mask_liquid(source: str) -> str:
-    """The source with every `{{ ... }}` and `{% ... %}` turned into spaces (newlines kept)."""
-    return _LIQUID.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+    """The source with every `{{ ... }}` and `{% ... %}` turned into spaces (newlines kept),
+    and what a `{% comment %}` or `{% raw %}` block holds too: Liquid never outputs a
+    comment, and a raw block's text is not markup of this document's structure."""
+    blank = lambda m: re.sub(r"[^\n]", " ", m.group())  # noqa: E731
+    return _LIQUID.sub(blank, _LIQUID_BLOCK.sub(blank, source))
+
+
+# Limits checked before MRML sees a document (MRML is native code: its parser recurses once
+# per level of nesting and overflows the stack, killing the process, at a few thousand levels;
+# and attributes set once in <mj-attributes> are copied onto every element they apply to, so
+# 80 KB can ask for tens of megabytes). Real emails nest 10-20 levels and come out at a few
+# hundred KB at most.
+MAX_DEPTH = 100
+# An upper estimate of the compiled size: each element costs MRML's own markup (at most about
+# 2 KB: a section's tables) plus up to three copies of the attributes declared in the head.
+MAX_ESTIMATED_OUTPUT = 16 * 1024 * 1024
+_PER_ELEMENT = 2048
+_TAG = re.compile(r"<!--.*?-->|<(/?)([a-zA-Z][\w:-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>", re.DOTALL)
+_HEAD_ATTRIBUTES = re.compile(r"<mj-attributes\b.*?</mj-attributes>", re.DOTALL | re.IGNORECASE)
+# grapesjs-mjml writes some attribute values into the builder's page unescaped: a value with a
+# quote or an angle bracket would be markup there (and no MJML attribute needs one).
+_UNSAFE_VALUE = re.compile(r"[\"<>]")
+
+
+def _guard(source: str) -> None:
+    """Refuses (MjmlError, with the line) a document MRML must not be given: nested deeper
+    than MAX_DEPTH, or that would compile to more than MAX_ESTIMATED_OUTPUT."""
+    depth = elements = 0
+    for match in _TAG.finditer(source):
+        closing, name, rest = match.group(1), match.group(2), match.group(3)
+        if name is None:  # a comment
+            continue
+        if closing:
+            depth = max(0, depth - 1)
+            continue
+        elements += 1
+        if name.lower() in _VOID or (rest or "").rstrip().endswith("/"):
+            continue
+        depth += 1
+        if depth > MAX_DEPTH:
+            line = source.count("\n", 0, match.start()) + 1
+            raise MjmlError(f"elements are nested more than {MAX_DEPTH} deep", line)
+    declared = sum(len(m.group()) for m in _HEAD_ATTRIBUTES.finditer(source))
+    estimate = 3 * len(source) + elements * (_PER_ELEMENT + 3 * declared)
+    if estimate > MAX_ESTIMATED_OUTPUT:
+        raise MjmlError(
+            f"the email would compile to more than {MAX_ESTIMATED_OUTPUT // (1024 * 1024)} MB "
+            "(too many elements, or long attributes in <mj-attributes> that every element "
+            "copies)",
+            None,
+        )
+
+
+def unsafe_attribute(source: str) -> MjmlError | None:
+    """An mj- element attribute whose value holds a quote or an angle bracket (Liquid aside),
+    which the visual builder would turn into markup on the editor's page."""
+    for match in _TAG.finditer(mask_liquid(source)):
+        name, rest = match.group(2), match.group(3) or ""
+        if match.group(1) or name is None or not name.lower().startswith("mj-"):
+            continue
+        for value in re.findall(r"=\s*(?:\"([^\"]*)\"|'([^']*)')", rest):
+            text = html.unescape(value[0] or value[1])
+            if _UNSAFE_VALUE.search(text):
+                line = source.count("\n", 0, match.start()) + 1
+                return MjmlError(
+                    f"<{name}>: an attribute value may not contain a quote, < or >", line
+                )
+    return None
 
 
 def mjml_to_html(source: str) -> str:
-    """Compiles MJML (no Liquid left in it, or Liquid that MRML passes through as text)."""
+    """Compiles MJML (no Liquid left in it, or Liquid that MRML passes through as text).
+    Line ends are made \\n first: MRML refuses \\r\\n inside <mj-head>, and a browser's form
+    sends every line end as \\r\\n (line numbers stay the same)."""
+    source = source.replace("\r\n", "\n").replace("\r", "\n")
+    _guard(source)
     try:
         return mrml.to_html(source, parser_options=_PARSER).content
     except (OSError, ValueError) as exc:
@@ -80,12 +154,13 @@ def mjml_to_html(source: str) -> str:
 
 
 def mjml_check(source: str) -> MjmlError | None:
-    """Whether a template's MJML (with Liquid) compiles; the error, with its line, if not."""
+    """Whether a template's MJML (with Liquid) compiles and is safe to open in the builder;
+    the error, with its line, if not."""
     try:
         mjml_to_html(mask_liquid(source))
     except MjmlError as exc:
         return exc
-    return None
+    return unsafe_attribute(source)
 
 
 def mjml_display_html(source: str) -> str:

@@ -4,6 +4,7 @@ form, API, workflow file); raw-HTML templates get their CSS inlined."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from django.core import mail
@@ -19,6 +20,8 @@ from tests.conftest import chain, drain
 from tests.flow import execution_of, track_ok
 from workflows_app.files import DocumentError, document_export, document_import
 from workflows_app.models import Execution
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "workflows.json"
 
 MJML = """<mjml>
   <mj-head>
@@ -143,6 +146,67 @@ def test_mj_include_is_refused(db):
     problem = mjml_check('<mjml>\n<mj-body>\n<mj-include path="/etc/passwd" />\n</mj-body></mjml>')
     assert problem is not None and problem.line == 3
     assert "mj-include" in str(problem)
+
+
+# --- What MRML (native code) is never given ------------------------------------------------------
+
+
+def test_nesting_that_would_overflow_mrmls_stack_is_refused_everywhere(db):
+    # 2,000 levels kill the process inside MRML; refused before it runs, on save and on send.
+    deep = "<mjml><mj-body>" + "<mj-wrapper>" * 2000 + "</mj-wrapper>" * 2000 + "</mj-body></mjml>"
+    problem = mjml_check(deep)
+    assert problem is not None and "nested more than 100 deep" in str(problem)
+    looped = (
+        "<mjml><mj-body>{% for i in (1..3000) %}<mj-wrapper>{% endfor %}"
+        "{% for i in (1..3000) %}</mj-wrapper>{% endfor %}</mj-body></mjml>"
+    )
+    assert mjml_check(looped) is None  # masked, it is one wrapper
+    with pytest.raises(TemplateError, match="nested more than 100 deep"):
+        render(subject="s", html_body="", text_body="", mjml_body=looped, variables={})
+
+
+def test_mjml_that_would_compile_to_tens_of_megabytes_is_refused_before_compiling():
+    head = '<mj-attributes><mj-class name="a" css-class="%s"/></mj-attributes>' % ("x" * 5000)
+    group = '<mj-section mj-class="a"><mj-column mj-class="a"><mj-text mj-class="a">t</mj-text>'
+    source = f"<mjml><mj-head>{head}</mj-head><mj-body>"
+    source += (group + "</mj-column></mj-section>") * 400 + "</mj-body></mjml>"
+    problem = mjml_check(source)
+    assert problem is not None and "would compile to more than 16 MB" in str(problem)
+    # The demo's emails are far from it.
+    demo = [t for t in json.loads(DEMO.read_text())["templates"] if t.get("mjml")]
+    assert demo
+    for template in demo:
+        assert mjml_check(template["mjml"]) is None, template["name"]
+
+
+def test_an_attribute_the_builder_would_turn_into_markup_is_refused(db):
+    source = (
+        '<mjml><mj-body><mj-section><mj-column>\n<mj-button href="https://x.test" '
+        'css-class=\'a"><img src=x onerror="top.x=1">\'>b</mj-button>'
+        "</mj-column></mj-section></mj-body></mjml>"
+    )
+    problem = mjml_check(source)
+    assert problem is not None and problem.line == 2 and "quote, < or >" in str(problem)
+    # Liquid in a value is not the value's own text.
+    fine = source.replace(
+        'css-class=\'a"><img src=x onerror="top.x=1">\'', "href=\"{{ url | default: 'x' }}\""
+    )
+    assert mjml_check(fine) is None
+
+
+def test_a_form_posted_with_crlf_line_ends_saves_an_mjml_head(db):
+    source = MJML.replace("\n", "\r\n")
+    assert "<mj-head>" in source
+    form = TemplateForm(
+        data={"name": "CRLF", "type": "marketing", "subject": "s", "html": "", "mjml": source}
+    )
+    assert form.is_valid(), form.errors
+    assert "@media" in form.save().html
+
+
+def test_mjml_inside_a_liquid_comment_is_not_checked(db):
+    source = MJML.replace("<mj-body>", "<mj-body>{% comment %}<mj-section> old {% endcomment %}")
+    assert mjml_check(source) is None
 
 
 # --- Compile errors refused naming the line -----------------------------------------------------
@@ -284,6 +348,8 @@ def test_the_file_format_refuses_html_and_mjml_together(db):
 
 STYLED = """<html><head><style>
 p.lead { color: #336699; font-size: 18px; }
+a:hover { color: red; }
+[data-ogsc] p.lead { color: #ffffff; }
 @media (max-width: 600px) { p.lead { font-size: 22px; } }
 </style><link rel="stylesheet" href="file:///etc/passwd"></head>
 <body><p class="lead">Hi {{ firstName }}</p><p style="color: red">Kept</p></body></html>"""
@@ -301,9 +367,11 @@ def test_raw_html_is_sent_with_its_css_inlined_keeping_media_queries(db, track, 
     lead = re.search(r'<p class="lead" style="([^"]*)">Hi Ann</p>', html)
     assert lead is not None, html
     assert "color: #336699" in lead.group(1) and "font-size: 18px" in lead.group(1)
-    # @media can not be inlined: it stays in a <style>, and only it.
+    # The stylesheet stays as written, for what can not be inlined (@media, :hover, one
+    # client's selectors) and the clients that read it.
     style = re.search(r"<style>(.*?)</style>", html, re.DOTALL).group(1)
-    assert "@media (max-width: 600px)" in style and "p.lead { color" not in style
+    for rule in ("@media (max-width: 600px)", "a:hover", "[data-ogsc] p.lead"):
+        assert rule in style, rule
     assert 'style="color: red"' in html  # an element's own style wins
     assert "root:" not in html  # the <link> was not loaded
 

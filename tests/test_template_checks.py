@@ -157,6 +157,19 @@ def test_variables_no_contact_has_are_named():
     )
 
 
+def test_a_name_only_the_contact_or_the_workflow_has_is_not_taken_for_data():
+    known = Known(contact_keys={"plan"}, event_keys=set())
+    found = codes(
+        UNSUBSCRIBE + "{{ contact.email }} {{ workflow.name }} {{ data.email }} "
+        "{{ workflow.nmae }}",
+        known=known,
+    )
+    # `data` is the data alone (no email there); a workflow has only its name.
+    assert found["unknown_variable"].startswith(
+        "No recent contact or event has data.email; workflow.nmae: they render"
+    )
+
+
 def test_event_variables_are_checked_once_events_are_known():
     known = Known(contact_keys=set(), event_keys={"total"})
     found = codes(UNSUBSCRIBE + "{{ event.total }} {{ total }} {{ event.currency }}", known=known)
