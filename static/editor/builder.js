@@ -141,6 +141,14 @@ export class Builder {
     if (!this.loading) this.onChange(this.getMjml());
   }
 
+  // Writes a text still being edited into the model at once (typing is otherwise written a
+  // pause after the last keystroke): the form's submit calls it, so a quick Save keeps it.
+  async flush() {
+    clearTimeout(this.typing);
+    const view = this.editor.getEditing()?.getView();
+    if (view?.syncContent) await view.syncContent();
+  }
+
   getMjml() {
     return formatMjml(this.editor.getHtml());
   }

@@ -87,6 +87,23 @@ function startEditor(root, { form, preview }) {
 
   const changed = () => preview.schedule();
   const code = new CodeEditor(codeBox, { onChange: changed, label: "Template source" });
+  // Save with a text still being typed in the builder: the text reaches the form first.
+  let flushed = false;
+  form.addEventListener("submit", (event) => {
+    if (flushed || state.mode !== "builder" || !state.builder || state.format !== "mjml") return;
+    event.preventDefault();
+    const submitter = event.submitter;
+    state.builder
+      .flush()
+      .catch(() => {})
+      .then(() => {
+        areas.mjml.value = state.builder.getMjml();
+        flushed = true;
+        // In a task of its own: while its submit event is being handled, a form ignores
+        // another submission (and a promise settled at once still runs inside it).
+        setTimeout(() => form.requestSubmit(submitter || undefined));
+      });
+  });
 
   function currentArea() {
     return state.format === "mjml" ? areas.mjml : areas.html;

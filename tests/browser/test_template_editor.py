@@ -146,6 +146,20 @@ def test_it_builds_by_dragging_a_block_and_saves_the_mjml(page, superuser, setti
     assert "<mj-" not in sent and "@media" in sent and "Insert text here" in sent
 
 
+def test_saving_right_after_typing_in_the_builder_keeps_the_typing(page, superuser):
+    template = mjml_template()
+    login(page, "boss")
+    open_template(page, template)
+    page.frame_locator(".gjs-frame").get_by_text("Right column").dblclick()
+    page.keyboard.press("End")
+    page.keyboard.type(" just typed")
+    # At once: before the pause after which typing is written into the form on its own.
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist")
+    template.refresh_from_db()
+    assert "Right column just typed" in template.mjml
+
+
 def test_phone_width_narrows_the_preview_and_stacks_columns(page, superuser):
     login(page, "boss")
     open_template(page, mjml_template())
