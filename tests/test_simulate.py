@@ -434,6 +434,34 @@ def test_a_webhook_url_that_renders_wrong_fails_the_run(make_workflow):
     assert result["webhooks"] == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.5/hook", "http://[::ffff:192.168.1.1]/hook", "http://169.254.169.254/x"],
+)
+def test_a_webhook_to_an_address_the_guard_refuses_fails_as_it_would_for_real(
+    make_workflow, settings, url
+):
+    workflow = make_workflow(*chain({"key": "hook", "type": "webhook", "config": {"url": url}}))
+    result = simulate(workflow, made_up())
+    assert result["status"] == Execution.FAILED
+    assert "private or reserved address" in result["error"]
+    assert result["webhooks"] == []
+    # Allowed by the setting: recorded, as the real call would be made.
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    allowed = simulate(workflow, made_up())
+    assert allowed["status"] == Execution.COMPLETED and allowed["webhooks"][0]["url"] == url
+
+
+def test_loopback_follows_its_own_setting(make_workflow, settings):
+    workflow = make_workflow(
+        *chain({"key": "hook", "type": "webhook", "config": {"url": "http://127.0.0.1:9/h"}})
+    )
+    settings.WEBHOOK_ALLOW_LOOPBACK = False
+    assert simulate(workflow, made_up())["status"] == Execution.FAILED
+    settings.WEBHOOK_ALLOW_LOOPBACK = True  # as the tests' real receivers need
+    assert simulate(workflow, made_up())["status"] == Execution.COMPLETED
+
+
 # --- Stored contacts ----------------------------------------------------------------------
 
 

@@ -150,6 +150,27 @@ def _judged_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     return ip
 
 
+def literal_refusal(url: str) -> str | None:
+    """Why a call to `url` would be refused before any connection, when its host is an IP
+    literal the guard refuses (a dry run, which looks nothing up, asks this); None when it is
+    not, or when only resolving the name could tell."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return f"invalid URL: {url[:200]!r}"
+    ip = _judged_address(host)
+    if ip is None or settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS:
+        return None
+    if ip.is_loopback and settings.WEBHOOK_ALLOW_LOOPBACK:
+        return None
+    if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_loopback or ip.is_link_local:
+        return (
+            f"the URL resolves to a private or reserved address ({ip}); set "
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow internal targets"
+        )
+    return None
+
+
 class _GuardedMixin:
     """Tracks every connection of the call (for the watchdog) and bounds each connect by the
     time left."""

@@ -22,7 +22,7 @@ from contacts_app.services import (
 from templates_app.models import Message, Template
 from templates_app.policy import FrequencyCap, FrequencyCapped, marketing_sent_count
 from templates_app.services import SendResult, SendSkipped, template_render
-from workflows_app.outbound import METHODS, Refused, Reply, sign_headers
+from workflows_app.outbound import METHODS, Refused, Reply, literal_refusal, sign_headers
 from workflows_app.steps.base import RunContext
 
 
@@ -134,6 +134,10 @@ class DryRunEffects:
             raise Refused("only http and https URLs are allowed")
         if method not in METHODS:
             raise Refused(f"the method must be one of {', '.join(METHODS)}")
+        # The guard judges the address a name resolves to, which a dry run does not look up;
+        # an address written in the URL it can judge.
+        if (refusal := literal_refusal(url)) is not None:
+            raise Refused(refusal)
         body = "" if method == "GET" else json.dumps(payload, separators=(",", ":"), default=str)
         self.webhooks.append(
             {
