@@ -1,8 +1,9 @@
 """Send benchmark: emails per second through the real worker and clock, against a provider
-stand-in that takes 0, 50 and 200 ms a call, with the engine's send concurrency and without.
+stand-in that takes 0, 50 and 200 ms a call: batches sent by concurrent threads, one email per
+call, and one at a time.
 
     .venv/bin/python bench/send.py [--contacts 2000] [--baseline-contacts 300]
-                                   [--latencies 0,50,200] [--concurrency 16,1] [--workers 2]
+                                   [--latencies 0,50,200] [--modes 16x50,16x1,1x1] [--workers 2]
                                    [--max-seconds 900] [--db-name NAME] [--strict] [--quick]
     make bench-send
 
@@ -16,23 +17,25 @@ What one run does:
    ledger, a real HTTP call per email.
 3. Creates a transactional order-confirmation template (a realistic HTML email: header, the
    order's lines in a Liquid loop, a button, footer) and a one-step workflow that sends it.
-4. For every latency in --latencies and every ENGINE_CONCURRENCY in --concurrency (default: the
-   product's setting, then 1, one send at a time per worker: the baseline), in the same run:
-   sets the stand-in's latency, inserts fresh contacts (--contacts; --baseline-contacts for
-   concurrency 1, which is slow by design) and as many RUNNING executions due now (what
-   /v1/track leaves behind), starts `manage.py qcluster` (Q_WORKERS=--workers) and
-   `manage.py clock` with that ENGINE_CONCURRENCY, waits for every run to end, and stops them.
+4. For every latency in --latencies and every mode in --modes, in the same run. A mode is
+   ENGINE_CONCURRENCY x EMAIL_BATCH_SIZE; the default compares the product's settings (16
+   threads, up to 50 emails per provider call: Postmark's batch API), the same threads with
+   one email per call, and 1x1, one email at a time per worker: the baseline. For each: sets
+   the stand-in's latency, inserts fresh contacts (--contacts; --baseline-contacts for 1x1,
+   which is slow by design) and as many RUNNING executions due now (what /v1/track leaves
+   behind), starts `manage.py qcluster` (Q_WORKERS=--workers) and `manage.py clock` with that
+   mode, waits for every run to end, and stops them.
    Sends/s = (messages - 1) / (time of the last acceptance at the provider - time of the
    first).
 5. Checks every run: each contact got exactly one message at the provider (none missing, no
    duplicate, no stray address) and has exactly one ledger row (templates_app Message), `sent`,
    carrying the provider's MessageID for it; every execution COMPLETED.
 
-It prints a table: latency, concurrency, sends/s, end-to-end sends/s (from the insert), the
+It prints a table: latency, mode, sends/s, end-to-end sends/s (from the insert), the
 most calls the provider had open at once, CPU per send (worker processes, PostgreSQL backends),
 the load of anything else on the machine meanwhile, duplicates/missing, and the goal of issue
-11: >= 200 sends/s at 200 ms with 2 workers on 2 cores (for the product's concurrency), and
-how many times the one-at-a-time rate each concurrent run reached. The exit status is 0
+11: >= 200 sends/s at 200 ms with 2 workers on 2 cores (for the product's settings, the first
+mode), and how many times the one-at-a-time rate each other run reached. The exit status is 0
 unless the bench itself fails (a check above, a process dying, a run not finishing in
 --max-seconds); --strict makes a missed goal exit 1.
 
@@ -146,10 +149,33 @@ TEMPLATE_HTML = """<!doctype html>
 """
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How the workers send: ENGINE_CONCURRENCY threads, EMAIL_BATCH_SIZE emails per call."""
+
+    concurrency: int
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> Mode:
+        threads, _, batch = text.strip().partition("x")
+        mode = cls(int(threads), int(batch or 1))
+        if mode.concurrency < 1 or mode.batch < 1:
+            raise ValueError(f"{text!r}: both numbers must be at least 1")
+        return mode
+
+    @property
+    def one_at_a_time(self) -> bool:
+        return self.concurrency == 1 and self.batch == 1
+
+    def __str__(self) -> str:
+        return f"{self.concurrency}x{self.batch}"
+
+
 @dataclass
 class Result:
     latency_ms: int
-    concurrency: int
+    mode: Mode
     contacts: int
     sends_per_s: float
     end_to_end_per_s: float
@@ -160,9 +186,7 @@ class Result:
     duplicates: int
     missing: int
 
-    @property
-    def goal_applies(self) -> bool:
-        return self.latency_ms == GOAL_LATENCY_MS and self.concurrency > 1
+    goal_applies: bool = False  # the product's settings at the goal's latency
 
 
 class Bench:
@@ -178,7 +202,7 @@ class Bench:
         self.secret_key = secrets.token_urlsafe(50)
 
     # -- database and Django ----------------------------------------------------------------------
-    def app_env(self, concurrency: int | None = None) -> dict[str, str]:
+    def app_env(self, mode: Mode | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             DATABASE_URL=self.db.url,
@@ -194,8 +218,9 @@ class Bench:
             ANYMAIL_WEBHOOK_SECRET="bench:" + secrets.token_hex(16),
             **self.provider.env(),
         )
-        if concurrency is not None:
-            env["ENGINE_CONCURRENCY"] = str(concurrency)
+        if mode is not None:
+            env["ENGINE_CONCURRENCY"] = str(mode.concurrency)
+            env["EMAIL_BATCH_SIZE"] = str(mode.batch)
         return env
 
     def sql(self, statement: str, params: dict | None = None) -> list[tuple]:
@@ -208,12 +233,12 @@ class Bench:
     def check_connections(self) -> None:
         """Each worker process holds its own connection plus one per concurrent send."""
         allowed = int(self.sql("SHOW max_connections")[0][0])
-        needed = self.args.workers * (max(self.concurrencies()) + 2) + 20
+        most = max(mode.concurrency for mode in self.modes())
+        needed = self.args.workers * (most + 2) + 20
         if needed > allowed:
             raise SystemExit(
-                f"--workers {self.args.workers} with ENGINE_CONCURRENCY "
-                f"{max(self.concurrencies())} may open about {needed} PostgreSQL connections; "
-                f"the server allows {allowed}"
+                f"--workers {self.args.workers} with ENGINE_CONCURRENCY {most} may open about "
+                f"{needed} PostgreSQL connections; the server allows {allowed}"
             )
 
     def create_workflow(self) -> None:
@@ -308,10 +333,10 @@ class Bench:
         return time.monotonic()
 
     # -- processes --------------------------------------------------------------------------------
-    def start_processes(self, concurrency: int) -> None:
-        env = self.app_env(concurrency)
+    def start_processes(self, mode: Mode) -> None:
+        env = self.app_env(mode)
         for name in ("qcluster", "clock"):
-            logfile = self.tmp / f"{name}-{concurrency}.log"
+            logfile = self.tmp / f"{name}-{mode}.log"
             self.procs[name] = start_manage(name, env, logfile, ROOT, PYTHON)
         # Ready once the cluster and the clock have a database connection open.
         wait_for_backends(self.sql, 2, self.check_alive)
@@ -361,18 +386,18 @@ class Bench:
         return {pid: pid_cpu(pid) for (pid,) in pids}
 
     # -- one measurement --------------------------------------------------------------------------
-    def measure(self, number: int, latency_ms: int, concurrency: int) -> Result:
+    def measure(self, number: int, latency_ms: int, mode: Mode) -> Result:
         from workflows_app.models import Execution
 
-        count = self.args.baseline_contacts if concurrency == 1 else self.args.contacts
+        count = self.args.baseline_contacts if mode.one_at_a_time else self.args.contacts
         prefix = f"r{number}-"
         log(
-            f"run {number}: provider latency {latency_ms} ms, ENGINE_CONCURRENCY={concurrency}, "
-            f"{count:,} contacts"
+            f"run {number}: provider latency {latency_ms} ms, ENGINE_CONCURRENCY="
+            f"{mode.concurrency}, EMAIL_BATCH_SIZE={mode.batch}, {count:,} contacts"
         )
         self.insert_contacts(prefix, count)
         self.provider.reset(latency=latency_ms / 1000)
-        self.start_processes(concurrency)
+        self.start_processes(mode)
         cpu_before = self.cpu_snapshot()
         backends_before = self.backends_cpu()
         inserted = self.insert_runs(prefix)
@@ -406,7 +431,8 @@ class Bench:
         span = accepted[-1].at - accepted[0].at if len(accepted) > 1 else 0.0
         result = Result(
             latency_ms=latency_ms,
-            concurrency=concurrency,
+            mode=mode,
+            goal_applies=latency_ms == GOAL_LATENCY_MS and mode == self.modes()[0],
             contacts=count,
             sends_per_s=(len(accepted) - 1) / span if span else float("nan"),
             end_to_end_per_s=len(accepted) / (accepted[-1].at - inserted) if accepted else 0.0,
@@ -490,8 +516,8 @@ class Bench:
         return duplicates, missing
 
     # -- the whole run ----------------------------------------------------------------------------
-    def concurrencies(self) -> list[int]:
-        return list(dict.fromkeys(int(v) for v in self.args.concurrency.split(",") if v.strip()))
+    def modes(self) -> list[Mode]:
+        return list(dict.fromkeys(Mode.parse(v) for v in self.args.modes.split(",") if v.strip()))
 
     def latencies(self) -> list[int]:
         return [int(v) for v in self.args.latencies.split(",") if v.strip()]
@@ -505,18 +531,18 @@ class Bench:
         self.create_workflow()
         number = 0
         for latency in self.latencies():
-            for concurrency in self.concurrencies():
+            for mode in self.modes():
                 number += 1
-                self.results.append(self.measure(number, latency, concurrency))
+                self.results.append(self.measure(number, latency, mode))
         return self.report()
 
     def report(self) -> int:
         print()
         print(
-            "latency  ENGINE_CONCURRENCY  contacts  sends/s  end-to-end  at once  "
+            "latency  threads x batch  contacts  sends/s  end-to-end  at once  "
             "CPU/send worker+PG  other load  dup  missing   goal"
         )
-        baseline = {r.latency_ms: r.sends_per_s for r in self.results if r.concurrency == 1}
+        baseline = {r.latency_ms: r.sends_per_s for r in self.results if r.mode.one_at_a_time}
         missed = False
         for r in self.results:
             goal = ""
@@ -524,17 +550,18 @@ class Bench:
                 ok = r.sends_per_s >= GOAL_SENDS
                 missed |= not ok
                 goal = f">= {GOAL_SENDS:,.0f}/s {'OK' if ok else 'MISSED'}"
-            if r.concurrency > 1 and baseline.get(r.latency_ms):
+            if not r.mode.one_at_a_time and baseline.get(r.latency_ms):
                 goal += f"  ({r.sends_per_s / baseline[r.latency_ms]:.1f}x one at a time)"
             print(
-                f"{r.latency_ms:>4} ms  {r.concurrency:>18}  {r.contacts:>8,}  "
+                f"{r.latency_ms:>4} ms  {str(r.mode):>15}  {r.contacts:>8,}  "
                 f"{r.sends_per_s:>7,.1f}  {r.end_to_end_per_s:>10,.1f}  {r.peak_in_flight:>7}  "
                 f"{r.worker_cpu_ms:>8.1f} + {r.postgres_cpu_ms:>4.1f} ms  "
                 f"{r.other_load:>6.2f} cpu  {r.duplicates:>3}  {r.missing:>7}   {goal}"
             )
         print(
             f"machine: {os.cpu_count()} CPUs ({cpu_model()}); Q_WORKERS={self.args.workers}, one "
-            "clock. sends/s: from the first to the last message the provider accepted; "
+            "clock. threads x batch: ENGINE_CONCURRENCY x EMAIL_BATCH_SIZE (emails per provider "
+            "call). sends/s: from the first to the last message the provider accepted; "
             "end-to-end: from the insert of the runs; at once: the most calls the provider had "
             "open at one time; other load: cores busy with something else meanwhile."
         )
@@ -550,20 +577,21 @@ class Bench:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--contacts", type=int, help=f"per run with concurrency ({DEFAULTS['contacts']:,})"
-    )
+    parser.add_argument("--contacts", type=int, help=f"per run but 1x1 ({DEFAULTS['contacts']:,})")
     parser.add_argument(
         "--baseline-contacts",
         type=int,
-        help=f"per run with ENGINE_CONCURRENCY=1 ({DEFAULTS['baseline_contacts']:,})",
+        help=f"per 1x1 run, one at a time ({DEFAULTS['baseline_contacts']:,})",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: " + str(QUICK))
     parser.add_argument("--latencies", default="0,50,200", help="provider ms per call, a list")
+    threads = os.environ.get("ENGINE_CONCURRENCY") or 16
+    batch = os.environ.get("EMAIL_BATCH_SIZE") or 50
     parser.add_argument(
-        "--concurrency",
-        default=f"{os.environ.get('ENGINE_CONCURRENCY') or 16},1",
-        help="ENGINE_CONCURRENCY values, a list (default: the setting, then 1)",
+        "--modes",
+        default=f"{threads}x{batch},{threads}x1,1x1",
+        help="ENGINE_CONCURRENCY x EMAIL_BATCH_SIZE, a list; the first is the goal's (default: "
+        "the settings, the same threads one email per call, and one at a time)",
     )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS") or 2))
     parser.add_argument("--max-seconds", type=float, default=900, help="per run")
@@ -576,6 +604,11 @@ def main() -> int:
             setattr(args, name, QUICK[name] if args.quick else default)
         if getattr(args, name) < 2:
             parser.error(f"--{name.replace('_', '-')} must be at least 2 (a rate needs two sends)")
+    try:
+        if not [Mode.parse(v) for v in args.modes.split(",") if v.strip()]:
+            parser.error("--modes: give at least one, e.g. 16x50")
+    except ValueError as exc:
+        parser.error(f"--modes: {exc} (write THREADSxBATCH, e.g. 16x50)")
     bench = Bench(args)
     try:
         return bench.run()

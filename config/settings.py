@@ -412,6 +412,9 @@ elif EMAIL_PROVIDER == "locmem":
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 elif EMAIL_PROVIDER == "resend":
     EMAIL_BACKEND = "templates_app.backends.ResendEmailBackend"
+elif EMAIL_PROVIDER == "postmark":
+    # anymail's, which can also send different messages in one call (/email/batch).
+    EMAIL_BACKEND = "templates_app.backends.PostmarkEmailBackend"
 elif EMAIL_PROVIDER in ANYMAIL_PROVIDERS:
     # Any django-anymail provider by its module name: postmark, sendgrid, mailgun, amazon_ses,
     # brevo, sparkpost, test ... with its keys in ANYMAIL_* variables.
@@ -423,6 +426,11 @@ else:
     )
 # Providers that de-duplicate on our ledger key: a send interrupted mid-way may be retried.
 EMAIL_PROVIDER_IDEMPOTENT = EMAIL_PROVIDER in ("resend",)
+# A worker sends up to this many workflow emails in one provider call where the provider has
+# a batch API for different messages (Postmark: /email/batch, up to 500); 1 sends each alone.
+EMAIL_BATCH_SIZE = env_int("EMAIL_BATCH_SIZE", 50)
+if not 1 <= EMAIL_BATCH_SIZE <= 500:
+    raise ImproperlyConfigured(f"EMAIL_BATCH_SIZE must be 1 to 500, got {EMAIL_BATCH_SIZE}")
 ANYMAIL: dict[str, Any] = {
     key.removeprefix("ANYMAIL_"): value
     for key, value in os.environ.items()

@@ -17,10 +17,12 @@ from email.utils import parseaddr
 from typing import Any
 
 from anymail.backends.base_requests import AnymailRequestsBackend
+from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from config import metrics
 from contacts_app.models import Contact
@@ -186,16 +188,7 @@ def message_send(
     """
     existing = Message.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
-        if existing.status != Message.SENDING:
-            return SendResult(existing, sent_now=False)
-        if not settings.EMAIL_PROVIDER_IDEMPOTENT:
-            Message.objects.filter(pk=existing.pk, status=Message.SENDING).update(
-                status=Message.UNKNOWN,
-                error="The worker stopped while sending; not sent again to avoid a duplicate.",
-            )
-            existing.refresh_from_db()
-            return SendResult(existing, sent_now=False)
-        return SendResult(_deliver(existing, template, contact), sent_now=True)
+        return _send_again(existing, template, contact)
 
     # Checked again at the moment of sending, not only when the workflow reached the step
     # (only marketing mail to the contact depends on it).
@@ -211,24 +204,143 @@ def message_send(
         with transaction.atomic():
             if frequency_cap and template.type == Template.MARKETING and to_email is None:
                 frequency_cap_check(contact=contact, cap=frequency_cap, now=timezone.now())
-            message = Message.objects.create(
-                idempotency_key=idempotency_key,
-                contact=contact,
-                template=template,
-                # The type it is sent as: what the frequency cap counts and a resend's headers
-                # follow, whatever becomes of the template later.
-                email_type=template.type,
-                to_email=contact.email if to_email is None else to_email,
-                from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
-                subject=rendered.subject,
-                html=rendered.html,
-                text=rendered.text,
-                status=Message.SENDING,
-            )
+            message = _ledger_row(idempotency_key, template, contact, to_email, rendered)
+            message.save(force_insert=True)
     except IntegrityError:
         # Another worker took this key a moment ago: it sends, we do not.
         return SendResult(Message.objects.get(idempotency_key=idempotency_key), sent_now=False)
     return SendResult(_deliver(message, template, contact), sent_now=True)
+
+
+def _send_again(existing: Message, template: Template, contact: Contact) -> SendResult:
+    """A key already in the ledger (a retried visit): its row as it is, unless it was left
+    "sending" by a worker that died; see message_send."""
+    if existing.status != Message.SENDING:
+        return SendResult(existing, sent_now=False)
+    if not settings.EMAIL_PROVIDER_IDEMPOTENT:
+        Message.objects.filter(pk=existing.pk, status=Message.SENDING).update(
+            status=Message.UNKNOWN,
+            error="The worker stopped while sending; not sent again to avoid a duplicate.",
+        )
+        existing.refresh_from_db()
+        return SendResult(existing, sent_now=False)
+    return SendResult(_deliver(existing, template, contact), sent_now=True)
+
+
+def _ledger_row(
+    key: str, template: Template, contact: Contact, to_email: str | None, rendered: Rendered
+) -> Message:
+    """A workflow send's ledger row, "sending", not saved yet."""
+    return Message(
+        idempotency_key=key,
+        contact=contact,
+        template=template,
+        # The type it is sent as: what the frequency cap counts and a resend's headers follow,
+        # whatever becomes of the template later.
+        email_type=template.type,
+        to_email=contact.email if to_email is None else to_email,
+        from_email=template.from_email or settings.DEFAULT_FROM_EMAIL,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        status=Message.SENDING,
+    )
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One email of messages_send_many: message_send's arguments (without a frequency cap,
+    which needs the contact's row lock: capped sends go through message_send)."""
+
+    idempotency_key: str
+    template: Template
+    contact: Contact
+    context: dict[str, Any] | None = None
+    workflow_name: str = ""
+    to_email: str | None = None
+
+
+def batch_size() -> int:
+    """How many emails messages_send_many sends in one provider call: EMAIL_BATCH_SIZE when the
+    configured backend has a batch API for different messages (templates_app.backends), else
+    1 (each email its own call)."""
+    backend = import_string(settings.EMAIL_BACKEND)
+    if not hasattr(backend, "send_batch"):
+        return 1
+    return max(1, min(settings.EMAIL_BATCH_SIZE, backend.batch_limit))
+
+
+def messages_send_many(items: list[Outgoing]) -> list[SendResult | Exception]:
+    """message_send for several emails at once, with message_send's guarantees for each (at
+    most once per idempotency key; its row committed "sending" before the provider is
+    called), in a few statements and one provider call (at most batch_size() items). Returns,
+    in order, each email's SendResult or the exception message_send would have raised."""
+    results: list[SendResult | Exception | None] = [None] * len(items)
+    existing = Message.objects.in_bulk(
+        [item.idempotency_key for item in items], field_name="idempotency_key"
+    )
+    marketing = {
+        item.contact.pk
+        for item in items
+        if item.template.type == Template.MARKETING and item.to_email is None
+    }
+    subscribed = set(
+        Contact.objects.filter(pk__in=marketing, subscribed=True).values_list("pk", flat=True)
+        if marketing
+        else ()
+    )
+    new: list[tuple[int, Message]] = []
+    for index, item in enumerate(items):
+        try:
+            if item.idempotency_key in existing:
+                results[index] = _send_again(
+                    existing[item.idempotency_key], item.template, item.contact
+                )
+                continue
+            if (
+                item.template.type == Template.MARKETING
+                and item.to_email is None
+                and item.contact.pk not in subscribed
+            ):
+                raise SendSkipped("skipped: unsubscribed")
+            rendered = template_render(
+                template=item.template,
+                contact=item.contact,
+                context=item.context,
+                workflow_name=item.workflow_name,
+            )
+        except Exception as exc:  # noqa: BLE001 - this email's outcome, as message_send's
+            results[index] = exc
+            continue
+        row = _ledger_row(
+            item.idempotency_key, item.template, item.contact, item.to_email, rendered
+        )
+        new.append((index, row))
+    if new:
+        Message.objects.bulk_create([row for _, row in new], ignore_conflicts=True)
+        # A key another worker inserted a moment ago is its to send: our row is the one with
+        # our token.
+        inserted = dict(
+            Message.objects.filter(token__in=[row.token for _, row in new]).values_list(
+                "token", "pk"
+            )
+        )
+        mine: list[tuple[int, Message]] = []
+        for index, row in new:
+            if row.token in inserted:
+                row.pk = inserted[row.token]
+                row._state.adding = False
+                mine.append((index, row))
+            else:
+                taken = Message.objects.get(idempotency_key=row.idempotency_key)
+                results[index] = SendResult(taken, sent_now=False)
+        for index, outcome in zip(
+            [index for index, _ in mine],
+            _deliver_many([(row, items[index].template, items[index].contact) for _, row in mine]),
+            strict=True,
+        ):
+            results[index] = outcome
+    return [r if r is not None else SendSkipped("not sent") for r in results]
 
 
 _RESEND_SUFFIX = re.compile(r"^(?P<base>.*):resend-(?P<n>\d+)$")
@@ -316,50 +428,129 @@ def _deliver(message: Message, template: Template | None, contact: Contact) -> M
         email.send()
     except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
         _provider_connection_drop(connection)
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        if _may_have_been_accepted(exc) and not settings.EMAIL_PROVIDER_IDEMPOTENT:
-            # A timeout or a dropped connection while sending: the provider may have taken it.
-            # Sending again could deliver it twice, so it is not sent again (at most once);
-            # ops see it as unknown and a person may resend it.
-            message.status = Message.UNKNOWN
-            message.error = (
-                f"The send was interrupted ({error}); not sent again to avoid a duplicate."
-            )
-            message.save(update_fields=["status", "error", "updated_at"])
-            metrics.email_result(Message.UNKNOWN)
+        failure = _send_failed(message, exc)
+        if failure is None:
             return message
-        if _is_transient(exc):
-            # Refused before acceptance (or a provider that de-duplicates on our key): free
-            # the key so the retry can send.
-            _release(message, error)
-            metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
-            raise SendTransientError(error) from exc
-        message.status, message.error = Message.FAILED, error
-        message.save(update_fields=["status", "error", "updated_at"])
-        metrics.email_result(Message.FAILED)
-        raise SendPermanentError(error) from exc
+        raise failure from exc
     finally:
         _provider_connection_done(connection)
     status = getattr(email, "anymail_status", None)
     provider_id = getattr(status, "message_id", None)
-    message.provider_message_id = "" if provider_id is None else str(provider_id)[:255]
-    message.status = Message.SENT
-    message.sent_at = timezone.now()
-    # Sent: an attachment's content is not needed any more (its name and size stay).
-    message.attachments = [
-        {k: v for k, v in a.items() if k != "content"} for a in message.attachments
-    ]
-    message.save(
-        update_fields=["status", "provider_message_id", "sent_at", "attachments", "updated_at"]
-    )
-    metrics.email_result(Message.SENT)
-    system_event_record(
-        contact_id=message.contact_id,
-        name="email.sent",
-        data=message_event_data(message),
-        now=message.sent_at,
-    )
+    _sent([(message, "" if provider_id is None else str(provider_id))])
     return message
+
+
+def _deliver_many(
+    rows: list[tuple[Message, Template | None, Contact]],
+) -> list[SendResult | Exception]:
+    """_deliver for rows already in the ledger ("sending"), in one call to a provider with a
+    batch API (backends with `send_batch`); each row keeps _deliver's rules. Returns, per row,
+    its SendResult or what _deliver would have raised."""
+    results: list[SendResult | Exception | None] = [None] * len(rows)
+    emails: list[tuple[int, LedgerEmail]] = []
+    for index, (message, template, contact) in enumerate(rows):
+        try:
+            emails.append((index, _build_email(message, template, contact)))
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: the row fails with the reason
+            error = f"Not sent: the email could not be built ({type(exc).__name__}: {exc})"[:2000]
+            message.status, message.error = Message.FAILED, error
+            message.save(update_fields=["status", "error", "updated_at"])
+            metrics.email_result(Message.FAILED)
+            results[index] = SendPermanentError(error)
+    if not emails:
+        return [r if r is not None else SendSkipped("not sent") for r in results]
+    sending = [rows[index][0] for index, _ in emails]
+    connection = _provider_connection()
+    try:
+        # Nothing of the messages has left yet: any failure here is safe to retry.
+        connection.open()
+    except Exception as exc:  # noqa: BLE001 - the provider could not be reached
+        _provider_connection_drop(connection)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        for (index, _), message in zip(emails, sending, strict=True):
+            _release(message, error)
+            metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
+            results[index] = SendTransientError(error)
+        return [r if r is not None else SendSkipped("not sent") for r in results]
+    try:
+        answers = connection.send_batch([email for _, email in emails])
+    except Exception as exc:  # noqa: BLE001 - the whole call failed: as a single send's
+        _provider_connection_drop(connection)
+        for (index, _), message in zip(emails, sending, strict=True):
+            failure = _send_failed(message, exc)
+            results[index] = SendResult(message, sent_now=True) if failure is None else failure
+        return [r if r is not None else SendSkipped("not sent") for r in results]
+    finally:
+        _provider_connection_done(connection)
+    sent: list[tuple[Message, str]] = []
+    for (index, _), message, answer in zip(emails, sending, answers, strict=True):
+        if isinstance(answer, Exception):  # this one refused; nothing of it was sent
+            results[index] = _send_failed(message, answer)
+        else:
+            sent.append((message, answer))
+            results[index] = SendResult(message, sent_now=True)
+    _sent(sent)
+    return [r if r is not None else SendSkipped("not sent") for r in results]
+
+
+def _send_failed(
+    message: Message, exc: Exception
+) -> SendTransientError | SendPermanentError | None:
+    """Records what a failed provider call means for the row; returns the error its sender
+    raises, or None when the row is now unknown (returned as it is, never sent again)."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if _may_have_been_accepted(exc) and not settings.EMAIL_PROVIDER_IDEMPOTENT:
+        # A timeout or a dropped connection while sending: the provider may have taken it.
+        # Sending again could deliver it twice, so it is not sent again (at most once); ops
+        # see it as unknown and a person may resend it.
+        message.status = Message.UNKNOWN
+        message.error = f"The send was interrupted ({error}); not sent again to avoid a duplicate."
+        message.save(update_fields=["status", "error", "updated_at"])
+        metrics.email_result(Message.UNKNOWN)
+        return None
+    if _is_transient(exc):
+        # Refused before acceptance (or a provider that de-duplicates on our key): free the
+        # key so the retry can send.
+        _release(message, error)
+        metrics.email_result(Message.FAILED if message.status == Message.FAILED else "retry")
+        return SendTransientError(error)
+    message.status, message.error = Message.FAILED, error
+    message.save(update_fields=["status", "error", "updated_at"])
+    metrics.email_result(Message.FAILED)
+    return SendPermanentError(error)
+
+
+def _sent(sent: list[tuple[Message, str]]) -> None:
+    """Records rows the provider took (with its id for each): one statement for all, and each
+    one's `email.sent` event."""
+    if not sent:
+        return
+    now = timezone.now()
+    for message, provider_id in sent:
+        message.provider_message_id = provider_id[:255]
+        message.status = Message.SENT
+        message.sent_at = message.updated_at = now
+        # Sent: an attachment's content is not needed any more (its name and size stay).
+        message.attachments = [
+            {k: v for k, v in a.items() if k != "content"} for a in message.attachments
+        ]
+    if len(sent) == 1:
+        sent[0][0].save(
+            update_fields=["status", "provider_message_id", "sent_at", "attachments", "updated_at"]
+        )
+    else:
+        Message.objects.bulk_update(
+            [message for message, _ in sent],
+            ["status", "provider_message_id", "sent_at", "attachments", "updated_at"],
+        )
+    for message, _ in sent:
+        metrics.email_result(Message.SENT)
+        system_event_record(
+            contact_id=message.contact_id,
+            name="email.sent",
+            data=message_event_data(message),
+            now=now,
+        )
 
 
 # A provider's HTTP API (django-anymail) is called over one kept-alive connection per thread:
@@ -507,8 +698,12 @@ def _may_have_been_accepted(exc: Exception) -> bool:
     for cause in _causes(exc):
         if isinstance(cause, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused):
             return False
-        if getattr(getattr(cause, "response", None), "status_code", None) is not None:
-            return False
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if status is not None:
+            # An answer. A refusal (4xx, 5xx) took nothing; a success whose body could not be
+            # read (not the JSON expected, a batch answer of the wrong length) may have taken
+            # everything. A refusal of its recipients is an explicit no.
+            return 200 <= status < 300 and not isinstance(cause, AnymailRecipientsRefused)
         if isinstance(
             cause,
             requests.exceptions.ConnectTimeout | ConnectionRefusedError | socket.gaierror,

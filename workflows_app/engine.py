@@ -365,6 +365,10 @@ def graph_for(workflow: Workflow) -> Graph:
 
 # What a pass yields: write, then go on with the step's side effect / write, and this pass is over.
 _EFFECT, _DONE = True, False
+# ... or, when the driver runs the step's side effect for several runs at once (a type with
+# StepType.batch_size() > 1, e.g. Send Email to a provider with a batch API): here is the visit's
+# RunContext (`_Advance.call`); resume me with its outcome in `_Advance.call_result`.
+_CALL = "call"
 
 
 class _Lost(Exception):
@@ -395,10 +399,14 @@ class _Advance:
         self.visits = 0
         self.released = False
         self.lease_until: datetime | None = execution.lease_until
-        self.pass_: Generator[bool] | None = None
+        self.pass_: Generator[bool | str] | None = None
         self.effect: StepType | None = None  # the step whose side effect comes next
         self.deferred = False  # its side effect waits for a thread (written some time before)
-        self.last: bool = _DONE
+        self.verified = False  # ... and the driver has just checked the run is still ours
+        self.grouped = False  # the driver runs the next side effect with others (_CALL)
+        self.call: RunContext | None = None
+        self.call_result: Outcome | Exception | None = None
+        self.last: bool | str = _DONE
 
     # -- Pending writes
 
@@ -457,7 +465,7 @@ class _Advance:
             self.pass_.close()
             self.pass_ = None
 
-    def run(self, open_run: StepRun | None) -> Generator[bool]:
+    def run(self, open_run: StepRun | None) -> Generator[bool | str]:
         ex, graph = self.ex, self.graph
         current = graph.steps.get(ex.current_step_id) if ex.current_step_id else None
         if ex.pending_branch and current is not None and current.kind.waits:
@@ -511,15 +519,34 @@ class _Advance:
                         self.release()  # the visit is written: the next worker carries it on
                         yield _DONE
                         return
-                    if not Execution.objects.filter(
-                        pk=ex.pk, version=ex.version, status=RUNNING
-                    ).exists():
+                    if (
+                        not self.verified
+                        and not Execution.objects.filter(
+                            pk=ex.pk, version=ex.version, status=RUNNING
+                        ).exists()
+                    ):
                         raise _Lost()
+                    self.verified = False
                 if not self._lease_covers_a_step():
                     return
             self.visits += 1
+            ctx = RunContext(
+                execution=ex,
+                contact=ex.contact,
+                step=step.model,
+                step_run=run,
+                config=step.config,
+                now=self.now,
+            )
+            if self.grouped and step.kind.side_effects:
+                # The driver runs this visit's side effect beside others' (_CALL) and resumes
+                # this pass with its outcome; the visit goes on below as it always does.
+                self.grouped = False
+                self.call = ctx
+                yield _CALL
+                self.call = None
             with log_context(step_key=step.key):
-                done = self.visit(step, run)
+                done = self.visit(step, run, ctx)
             if done:
                 yield _DONE
                 return
@@ -539,20 +566,19 @@ class _Advance:
         )
         return False
 
-    def visit(self, step: GraphStep, run: StepRun) -> bool:
-        """Runs one step; returns True when this pass is over (wait, end, retry later)."""
+    def visit(self, step: GraphStep, run: StepRun, ctx: RunContext) -> bool:
+        """Runs one step (or takes the outcome the driver got for it from the step type's
+        run_many); returns True when this pass is over (wait, end, retry later)."""
         ex = self.ex
-        ctx = RunContext(
-            execution=ex,
-            contact=ex.contact,
-            step=step.model,
-            step_run=run,
-            config=step.config,
-            now=self.now,
-        )
         kind = step.kind.type
+        given, self.call_result = self.call_result, None
         try:
-            outcome: Outcome = step.kind.run(ctx)
+            if given is None:
+                outcome: Outcome = step.kind.run(ctx)
+            elif isinstance(given, Exception):
+                raise given
+            else:
+                outcome = given
         except StepRetry as retry:
             run.attempts += 1
             run.error = str(retry)[:5000]
@@ -935,9 +961,73 @@ def effects_pool_close() -> None:
     pool.shutdown(wait=True)
 
 
-def _resume_in_thread(adv: _Advance) -> bool:
+# What a thread hands back for each run it moved: resume()'s answer, or what it raised.
+_Moved = list[tuple[_Advance, bool | BaseException]]
+
+
+def _resume_in_thread(adv: _Advance) -> _Moved:
     close_old_connections()  # a connection broken since this thread last used it is replaced
-    return adv.resume()
+    try:
+        return [(adv, adv.resume())]
+    except Exception as exc:  # noqa: BLE001 - judged by the driver (_drive's `resumed`)
+        return [(adv, exc)]
+
+
+def _resume_group_in_thread(kind: StepType, advs: list[_Advance]) -> _Moved:
+    close_old_connections()
+    return _resume_group(kind, advs)
+
+
+def _resume_group(kind: StepType, advs: list[_Advance]) -> _Moved:
+    """Moves runs whose next step is `kind`'s, with that step's side effect for all of them in
+    one `run_many` call (one provider call for their emails): each pass goes to the point of
+    its visit (_CALL), the visits run together, then each pass goes on with its own outcome."""
+    moved: _Moved = []
+    if any(adv.deferred for adv in advs):
+        # The check a deferred visit makes (is the run still ours?), in one query for all.
+        current = dict(
+            Execution.objects.filter(
+                pk__in=[adv.ex.pk for adv in advs], status=RUNNING
+            ).values_list("pk", "version")
+        )
+        for adv in advs:
+            adv.verified = current.get(adv.ex.pk) == adv.ex.version
+    calling: list[_Advance] = []
+    for adv in advs:
+        adv.grouped = True
+        try:
+            went_on = adv.resume()
+        except Exception as exc:  # noqa: BLE001 - e.g. _Lost: judged by the driver
+            moved.append((adv, exc))
+            continue
+        finally:
+            adv.grouped = adv.verified = False
+        if went_on and adv.last == _CALL:
+            calling.append(adv)
+        else:  # handed back, lost or stopped before its visit: the driver sees why
+            moved.append((adv, went_on))
+    if not calling:
+        return moved
+    ctxs = [adv.call for adv in calling]
+    try:
+        with log_context(step_type=kind.type):
+            results = kind.run_many([ctx for ctx in ctxs if ctx is not None])
+    except Exception as exc:  # noqa: BLE001 - a broken batch fails its visits, as run() would
+        log.exception("running %d %s steps together failed", len(calling), kind.type)
+        results = [exc] * len(calling)
+    for adv, result in zip(calling, results, strict=True):
+        adv.call_result = result
+        try:
+            moved.append((adv, adv.resume()))
+        except Exception as exc:  # noqa: BLE001 - judged by the driver
+            moved.append((adv, exc))
+    return moved
+
+
+def _groups(advs: list[_Advance], size: int) -> list[list[_Advance]]:
+    """`advs` cut into as few groups of at most `size` as possible, of even sizes."""
+    count = -(-len(advs) // size)
+    return [advs[i::count] for i in range(count)]
 
 
 def _write_or_each(batch: list[_Advance], trouble: dict[_Advance, str]) -> set[_Advance]:
@@ -968,9 +1058,11 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
     trouble: dict[_Advance, str] = {}
     ready: list[_Advance] = []  # runs with a write to make
 
-    def resumed(adv: _Advance, call: Callable[[], bool]) -> None:
+    def resumed(adv: _Advance, call: Callable[[], bool] | bool | BaseException) -> None:
         try:
-            if call():
+            if isinstance(call, BaseException):
+                raise call
+            if call if isinstance(call, bool) else call():
                 ready.append(adv)
             else:  # too little lease left to begin a step (_lease_covers_a_step)
                 trouble[adv] = "lease_short"
@@ -988,13 +1080,14 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
     for adv in advances:
         resumed(adv, adv.resume)
     pool = _effects_pool()
-    in_flight: dict[Future[bool], _Advance] = {}
+    in_flight: dict[Future[_Moved], list[_Advance]] = {}
     heartbeat = _Heartbeat(advances) if not connection.in_atomic_block else nullcontext()
     with heartbeat:
         while ready or in_flight:
             if ready:
                 batch, ready[:] = sorted(ready, key=lambda a: a.ex.pk), []
                 written = _write_or_each(batch, trouble)
+                together: dict[StepType, list[_Advance]] = {}
                 for adv in batch:
                     if adv in trouble:  # its write failed: the sweep retries it
                         adv.stop()
@@ -1004,16 +1097,32 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                         adv.stop()
                     elif adv.last is _DONE:
                         adv.stop()
+                    elif adv.effect is not None and adv.effect.batch_size() > 1:
+                        together.setdefault(adv.effect, []).append(adv)
                     elif pool is None or not (adv.effect and adv.effect.waits_on_network):
                         resumed(adv, adv.resume)
                     else:
                         adv.deferred = True
-                        in_flight[pool.submit(_resume_in_thread, adv)] = adv
+                        in_flight[pool.submit(_resume_in_thread, adv)] = [adv]
+                for kind, advs in together.items():
+                    for group in _groups(advs, kind.batch_size()):
+                        if pool is None:  # here and now, still one call for the group
+                            for adv, result in _resume_group(kind, group):
+                                resumed(adv, result)
+                            continue
+                        for adv in group:
+                            adv.deferred = True
+                        in_flight[pool.submit(_resume_group_in_thread, kind, group)] = group
                 continue
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                adv = in_flight.pop(future)
-                resumed(adv, future.result)
+                advs = in_flight.pop(future)
+                try:
+                    moved = future.result()
+                except Exception as exc:  # noqa: BLE001 - the thread's own code broke
+                    moved = [(adv, exc) for adv in advs]
+                for adv, result in moved:
+                    resumed(adv, result)
     return trouble
 
 

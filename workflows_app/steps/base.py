@@ -231,6 +231,24 @@ class StepType:
     def run(self, ctx: RunContext) -> Outcome:
         raise NotImplementedError
 
+    def batch_size(self) -> int:
+        """How many visits of this type the engine may hand to `run_many` at once (1: never).
+        For a type whose side effect has a batch form (a provider API that takes many emails
+        in one call); asked each time, as it may depend on settings."""
+        return 1
+
+    def run_many(self, ctxs: list[RunContext]) -> list[Outcome | Exception]:
+        """Runs several visits of this type together: for each, what `run` would have returned
+        or raised. Each visit keeps every guarantee `run` gives it (its own ledger key, its own
+        retry count); only the work is shared. The default runs them one by one."""
+        results: list[Outcome | Exception] = []
+        for ctx in ctxs:
+            try:
+                results.append(self.run(ctx))
+            except Exception as exc:  # noqa: BLE001 - handed back to the engine, per visit
+                results.append(exc)
+        return results
+
     def retry(self, ctx: RunContext, error: str, retry_after: str | None = None) -> NoReturn:
         """A transient failure of this visit: try again later (StepRetry), or fail the run
         (StepFailed) once the policy's attempts are spent."""

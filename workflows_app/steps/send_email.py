@@ -1,3 +1,5 @@
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
@@ -5,13 +7,17 @@ from django.core.validators import validate_email
 from pydantic import Field, field_validator, model_validator
 
 from templates_app.models import Template
-from templates_app.policy import FrequencyCapped, frequency_cap_for, quiet_until
+from templates_app.policy import FrequencyCap, FrequencyCapped, frequency_cap_for, quiet_until
 from templates_app.rendering import TemplateError
 from templates_app.services import (
+    Outgoing,
     SendPermanentError,
+    SendResult,
     SendSkipped,
     SendTransientError,
+    batch_size,
     message_send,
+    messages_send_many,
 )
 from workflows_app.steps.base import (
     Outcome,
@@ -71,6 +77,22 @@ class SendEmailConfig(StepConfig):
         return data
 
 
+@dataclass(frozen=True)
+class _Plan:
+    template: Template
+    to_email: str | None  # a CUSTOM recipient's address; None: the contact
+    cap: FrequencyCap | None
+
+
+def _given(result: SendResult | Exception) -> Callable[[], SendResult]:
+    def send() -> SendResult:
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    return send
+
+
 class SendEmail(StepType):
     """Sends a template at most once per step visit (the ledger key), to the contact or to a
     fixed address (then without the subscription check; the message is still the contact's)."""
@@ -105,6 +127,67 @@ class SendEmail(StepType):
             if ctx.step.template_id is not None
             else None
         )
+        plan = self._plan(ctx, template)
+        # A dry run (workflows_app.simulate) records the send instead of making it.
+        send = message_send if ctx.dry_run is None else ctx.dry_run.message_send
+        return self._outcome(
+            ctx,
+            plan,
+            lambda: send(
+                idempotency_key=ctx.visit_key,
+                template=plan.template,
+                contact=ctx.contact,
+                context=ctx.execution.context,
+                workflow_name=ctx.execution.workflow.name,
+                to_email=plan.to_email,
+                frequency_cap=plan.cap,
+            ),
+        )
+
+    def batch_size(self) -> int:
+        return batch_size()
+
+    def run_many(self, ctxs: list[RunContext]) -> list[Outcome | Exception]:
+        """The visits' emails in one provider call (templates_app.services.messages_send_many),
+        each with run()'s rules and outcome; a capped send or a dry run goes alone."""
+        ids = {ctx.step.template_id for ctx in ctxs if ctx.step.template_id is not None}
+        templates = Template.objects.in_bulk(ids)
+        results: list[Outcome | Exception | None] = [None] * len(ctxs)
+        plans: dict[int, _Plan] = {}
+        for index, ctx in enumerate(ctxs):
+            try:
+                template = templates.get(ctx.step.template_id)  # type: ignore[arg-type]
+                plans[index] = plan = self._plan(ctx, template)
+                if plan.cap is not None or ctx.dry_run is not None:
+                    results[index] = self.run(ctx)
+                    del plans[index]
+            except Exception as exc:  # noqa: BLE001 - this visit's outcome, as run() raises it
+                results[index] = exc
+                plans.pop(index, None)
+        order = list(plans)
+        sends = messages_send_many(
+            [
+                Outgoing(
+                    idempotency_key=ctxs[index].visit_key,
+                    template=plans[index].template,
+                    contact=ctxs[index].contact,
+                    context=ctxs[index].execution.context,
+                    workflow_name=ctxs[index].execution.workflow.name,
+                    to_email=plans[index].to_email,
+                )
+                for index in order
+            ]
+        )
+        for index, sent in zip(order, sends, strict=True):
+            try:
+                results[index] = self._outcome(ctxs[index], plans[index], _given(sent))
+            except Exception as exc:  # noqa: BLE001 - as run() raises it
+                results[index] = exc
+        return [r if r is not None else StepFailed("not run") for r in results]
+
+    def _plan(self, ctx: RunContext, template: Template | None) -> _Plan:
+        """What this visit sends, and to whom, under which rules; raises StepFailed (no
+        template) or StepHold (quiet hours)."""
         if template is None:
             raise StepFailed(f"template {ctx.config.template!r} does not exist")
         recipient = ctx.config.recipient
@@ -115,22 +198,17 @@ class SendEmail(StepType):
             until = quiet_until(ctx.contact, ctx.now)
             if until is not None:  # the run waits, then this same visit sends
                 raise StepHold("quiet hours", until)
+        cap = frequency_cap_for(ctx.execution.workflow.frequency_cap) if policy else None
+        return _Plan(template, custom, cap)
+
+    def _outcome(self, ctx: RunContext, plan: _Plan, send: Callable[[], SendResult]) -> Outcome:
+        """The visit's outcome from its send (which raises what message_send raises)."""
+        template = plan.template
         # What the engine wrote when it held this visit stays in its output.
         output = ctx.step_run.output if isinstance(ctx.step_run.output, dict) else {}
         held = {k: v for k, v in output.items() if k.startswith("held_")}
-        cap = frequency_cap_for(ctx.execution.workflow.frequency_cap) if policy else None
-        # A dry run (workflows_app.simulate) records the send instead of making it.
-        send = message_send if ctx.dry_run is None else ctx.dry_run.message_send
         try:
-            result = send(
-                idempotency_key=ctx.visit_key,
-                template=template,
-                contact=ctx.contact,
-                context=ctx.execution.context,
-                workflow_name=ctx.execution.workflow.name,
-                to_email=custom,
-                frequency_cap=cap,
-            )
+            result = send()
         except FrequencyCapped as exc:  # the run goes on; `reason` is what stats group by
             return Outcome(
                 kind="next",
