@@ -18,6 +18,7 @@ import requests
 from anymail.backends.postmark import EmailBackend as AnymailPostmarkBackend
 from anymail.backends.resend import EmailBackend as AnymailResendBackend
 from anymail.exceptions import AnymailRequestsAPIError
+from anymail.utils import get_anymail_setting
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 
@@ -88,71 +89,110 @@ class BatchItemRefused(Exception):
         super().__init__(f"{message} (error {code})")
 
 
+class BatchAnswerUnreadable(AnymailRequestsAPIError):
+    """The provider answered a batch call with success (200), in a form we can not read: it may
+    well have taken every message (the ledger records them `unknown`, never sends them again)."""
+
+
 class PostmarkEmailBackend(AnymailPostmarkBackend):
     """anymail's Postmark backend, able to send different messages in one call as well.
 
-    Postmark's `/email/batch` takes up to 500 whole messages and answers 200 with one result per
-    message, in order (each with its own `ErrorCode`, 0 when accepted). anymail uses that API
-    only for one message with per-recipient merge data, so `send_batch` builds each message's
-    payload with anymail (the same JSON a single send posts) and posts the list itself.
+    Postmark's `/email/batch` takes up to 500 whole messages (50 MB) and answers 200 with one
+    result per message, in order (each with its own `ErrorCode`, 0 when accepted). anymail uses
+    that API only for one message with per-recipient merge data, so `send_batch` builds each
+    message's payload with anymail (the same JSON a single send posts) and posts the list.
     """
 
     batch_limit = 500
+    batch_max_bytes = 45 * 1024 * 1024  # a call's body, under Postmark's 50 MB
 
-    def send_batch(self, messages: list[Any]) -> list[str | BatchItemRefused]:
-        """Sends `messages` in one call; returns, for each, the provider's message id or why
-        this message was refused. A failure of the whole call (the network, an HTTP error, an
-        answer that can not be read) raises as a single send would: nothing tells which, if
-        any, of the messages were taken."""
-        if not messages:
-            return []
+    @classmethod
+    def batches(cls) -> bool:
+        """Whether send_batch may be used: not when anymail is set to Postmark's bulk API,
+        whose messages are shaped differently."""
+        return not get_anymail_setting("use_bulk_api", esp_name="Postmark", default=False)
+
+    def send_batch(self, messages: list[Any]) -> list[str | Exception]:
+        """Sends `messages` in as few calls as Postmark's limits allow (one, unless they pass
+        50 MB); returns, for each, the provider's message id or why it was not (certainly)
+        sent: its own refusal (BatchItemRefused), a payload anymail could not build, or the
+        failure of its whole call (the network, an HTTP error, BatchAnswerUnreadable), which
+        the ledger classifies as it does a single send's."""
         if len(messages) > self.batch_limit:
             raise ValueError(f"at most {self.batch_limit} messages per call")
-        payloads = []
-        for message in messages:
-            payload = self.build_message_payload(message, self.send_defaults)
-            if payload.get_api_endpoint() != "email":  # templates, merge data: not ours
-                raise ValueError("only plain messages can be sent in a batch")
-            payloads.append(payload)
-        first, message = payloads[0], messages[0]
-        params = first.get_request_params(self.api_url)
-        params["url"] = f"{self.api_url}email/batch"
-        params["data"] = first.serialize_json([p.data for p in payloads])
-        params.setdefault("timeout", self.timeout)
         if self.session is None:
             raise RuntimeError("the backend's session is not open")
+        results: list[str | Exception | None] = [None] * len(messages)
+        calls: list[list[tuple[int, Any, str]]] = [[]]
+        size = 0
+        for index, message in enumerate(messages):
+            try:  # one message anymail can not build (an address it refuses) fails alone
+                payload = self.build_message_payload(message, self.send_defaults)
+                if payload.get_api_endpoint() != "email":  # templates, merge data: not ours
+                    raise ValueError("only plain messages can be sent in a batch")
+                body = payload.serialize_json(payload.data)
+            except Exception as exc:  # noqa: BLE001 - this message's outcome
+                results[index] = exc
+                continue
+            if calls[-1] and size + len(body) + 1 > self.batch_max_bytes:
+                calls.append([])
+                size = 0
+            calls[-1].append((index, payload, body))
+            size += len(body) + 1
+        for call in calls:
+            if call:
+                answers = self._post_batch(call, messages)
+                for (index, _, _), answer in zip(call, answers, strict=True):
+                    results[index] = answer
+        return [r if r is not None else RuntimeError("not sent") for r in results]
+
+    def _post_batch(
+        self, call: list[tuple[int, Any, str]], messages: list[Any]
+    ) -> list[str | Exception]:
+        first, message = call[0][1], messages[call[0][0]]
+        params = first.get_request_params(self.api_url)
+        params["url"] = f"{self.api_url}email/batch"
+        params["data"] = "[" + ",".join(body for _, _, body in call) + "]"
+        params.setdefault("timeout", self.timeout)
+        assert self.session is not None
+        failure: Exception
         try:
             response = self.session.request(**params)
         except requests.RequestException as err:
+            self.close()  # the connection may be broken: the next call opens a new one
             # As anymail's own posting does: both an anymail error and the requests one, so
             # the ledger classifies it (templates_app.services) as it does a single send.
             error_class = type("AnymailRequestsAPIError", (AnymailRequestsAPIError, type(err)), {})
-            raise error_class(
+            failure = error_class(
                 f"Error posting to {params['url']}:", email_message=message, payload=first
-            ) from err
+            )
+            failure.__cause__ = err
+            return [failure] * len(call)
         if response.status_code != 200:
-            raise AnymailRequestsAPIError(
+            failure = AnymailRequestsAPIError(
                 email_message=message, payload=first, response=response, backend=self
             )
-        replies = self.deserialize_json_response(response, first, message)
-        if not isinstance(replies, list) or len(replies) != len(messages):
-            raise AnymailRequestsAPIError(
-                "Postmark's batch answer does not have one result per message",
+            return [failure] * len(call)
+        try:
+            replies = response.json()
+        except ValueError:
+            replies = None
+        readable = (
+            isinstance(replies, list)
+            and len(replies) == len(call)
+            and all(isinstance(r, dict) and isinstance(r.get("ErrorCode", 0), int) for r in replies)
+        )
+        if not readable:
+            failure = BatchAnswerUnreadable(
+                "Postmark's batch answer does not have a readable result per message",
                 email_message=message,
                 payload=first,
                 response=response,
                 backend=self,
             )
-        results: list[str | BatchItemRefused] = []
+            return [failure] * len(call)
+        results: list[str | Exception] = []
         for reply in replies:
-            if not isinstance(reply, dict) or not isinstance(reply.get("ErrorCode", 0), int):
-                raise AnymailRequestsAPIError(
-                    "Postmark's batch answer has a result that can not be read",
-                    email_message=message,
-                    payload=first,
-                    response=response,
-                    backend=self,
-                )
             code = reply.get("ErrorCode", 0)
             if code == 0:  # accepted (an id is expected; its absence does not undo that)
                 results.append(str(reply.get("MessageID") or ""))

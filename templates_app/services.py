@@ -17,10 +17,9 @@ from email.utils import parseaddr
 from typing import Any
 
 from anymail.backends.base_requests import AnymailRequestsBackend
-from anymail.exceptions import AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -33,7 +32,7 @@ from contacts_app.services import (
     system_event_record,
     unsubscribe_url,
 )
-from templates_app.backends import LedgerEmail
+from templates_app.backends import BatchAnswerUnreadable, LedgerEmail
 from templates_app.mjml import mjml_display_html
 from templates_app.models import Message, Template
 from templates_app.policy import FrequencyCap, frequency_cap_check
@@ -249,8 +248,7 @@ def _ledger_row(
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One email of messages_send_many: message_send's arguments (without a frequency cap,
-    which needs the contact's row lock: capped sends go through message_send)."""
+    """One email of messages_send_many: message_send's arguments."""
 
     idempotency_key: str
     template: Template
@@ -258,6 +256,7 @@ class Outgoing:
     context: dict[str, Any] | None = None
     workflow_name: str = ""
     to_email: str | None = None
+    frequency_cap: FrequencyCap | None = None
 
 
 def batch_size() -> int:
@@ -265,16 +264,18 @@ def batch_size() -> int:
     configured backend has a batch API for different messages (templates_app.backends), else
     1 (each email its own call)."""
     backend = import_string(settings.EMAIL_BACKEND)
-    if not hasattr(backend, "send_batch"):
+    if not hasattr(backend, "send_batch") or not backend.batches():
         return 1
     return max(1, min(settings.EMAIL_BATCH_SIZE, backend.batch_limit))
 
 
 def messages_send_many(items: list[Outgoing]) -> list[SendResult | Exception]:
     """message_send for several emails at once, with message_send's guarantees for each (at
-    most once per idempotency key; its row committed "sending" before the provider is
-    called), in a few statements and one provider call (at most batch_size() items). Returns,
-    in order, each email's SendResult or the exception message_send would have raised."""
+    most once per idempotency key; its row committed "sending" before the provider is called;
+    the frequency cap checked under the contact's lock in the row's transaction), in a few
+    statements and one provider call (at most batch_size() items). Returns, in order, each
+    email's SendResult or the exception message_send would have raised: one email's trouble
+    is its own."""
     results: list[SendResult | Exception | None] = [None] * len(items)
     existing = Message.objects.in_bulk(
         [item.idempotency_key for item in items], field_name="idempotency_key"
@@ -316,31 +317,82 @@ def messages_send_many(items: list[Outgoing]) -> list[SendResult | Exception]:
             item.idempotency_key, item.template, item.contact, item.to_email, rendered
         )
         new.append((index, row))
-    if new:
-        Message.objects.bulk_create([row for _, row in new], ignore_conflicts=True)
-        # A key another worker inserted a moment ago is its to send: our row is the one with
-        # our token.
-        inserted = dict(
-            Message.objects.filter(token__in=[row.token for _, row in new]).values_list(
-                "token", "pk"
-            )
-        )
-        mine: list[tuple[int, Message]] = []
-        for index, row in new:
-            if row.token in inserted:
-                row.pk = inserted[row.token]
-                row._state.adding = False
-                mine.append((index, row))
-            else:
-                taken = Message.objects.get(idempotency_key=row.idempotency_key)
-                results[index] = SendResult(taken, sent_now=False)
-        for index, outcome in zip(
-            [index for index, _ in mine],
-            _deliver_many([(row, items[index].template, items[index].contact) for _, row in mine]),
-            strict=True,
-        ):
+    mine = _insert_rows(new, items, results)
+    if mine:
+        delivered = _deliver_many([(row, items[i].template, items[i].contact) for i, row in mine])
+        for (index, _), outcome in zip(mine, delivered, strict=True):
             results[index] = outcome
     return [r if r is not None else SendSkipped("not sent") for r in results]
+
+
+def _insert_rows(
+    new: list[tuple[int, Message]],
+    items: list[Outgoing],
+    results: list[SendResult | Exception | None],
+) -> list[tuple[int, Message]]:
+    """Commits the rows ("sending"); returns those that are ours to send. A key another worker
+    took a moment ago is its to send (its result: that row, not sent now); an email whose row
+    the database refuses, or whose cap is reached, gets that as its result."""
+    mine: list[tuple[int, Message]] = []
+
+    def insert_one(index: int, row: Message) -> None:
+        item = items[index]
+        try:
+            with transaction.atomic():
+                # As message_send: marketing mail to the contact only.
+                if (
+                    item.frequency_cap is not None
+                    and item.template.type == Template.MARKETING
+                    and item.to_email is None
+                ):
+                    frequency_cap_check(
+                        contact=item.contact, cap=item.frequency_cap, now=timezone.now()
+                    )
+                row.save(force_insert=True)
+        except IntegrityError:
+            taken(index, row)
+        except Exception as exc:  # noqa: BLE001 - this email's outcome (FrequencyCapped, ...)
+            results[index] = exc
+        else:
+            mine.append((index, row))
+
+    def taken(index: int, row: Message) -> None:
+        theirs = Message.objects.filter(idempotency_key=row.idempotency_key).first()
+        results[index] = (
+            SendResult(theirs, sent_now=False)
+            if theirs is not None
+            # Taken and let go again (a transient refusal frees the key): the retry sends.
+            else SendTransientError("another worker held this email's key; tried again later")
+        )
+
+    # One statement for the rows under no cap; a capped email locks its contact, alone.
+    plain = [(i, row) for i, row in new if items[i].frequency_cap is None]
+    for index, row in new:
+        if items[index].frequency_cap is not None:
+            insert_one(index, row)
+    if not plain:
+        return mine
+    try:
+        with transaction.atomic():
+            Message.objects.bulk_create([row for _, row in plain], ignore_conflicts=True)
+    except DatabaseError:
+        # A row the database refuses (a subject too long for its column, a contact erased a
+        # moment ago): each alone, so that email fails and the others go on.
+        for index, row in plain:
+            insert_one(index, row)
+        return mine
+    # Ours are the rows with our tokens; a key another worker inserted first kept its row.
+    ours = dict(
+        Message.objects.filter(token__in=[row.token for _, row in plain]).values_list("token", "pk")
+    )
+    for index, row in plain:
+        if row.token in ours:
+            row.pk = ours[row.token]
+            row._state.adding = False
+            mine.append((index, row))
+        else:
+            taken(index, row)
+    return mine
 
 
 _RESEND_SUFFIX = re.compile(r"^(?P<base>.*):resend-(?P<n>\d+)$")
@@ -461,6 +513,7 @@ def _deliver_many(
         return [r if r is not None else SendSkipped("not sent") for r in results]
     sending = [rows[index][0] for index, _ in emails]
     connection = _provider_connection()
+    answers: list[str | Exception]
     try:
         # Nothing of the messages has left yet: any failure here is safe to retry.
         connection.open()
@@ -474,22 +527,27 @@ def _deliver_many(
         return [r if r is not None else SendSkipped("not sent") for r in results]
     try:
         answers = connection.send_batch([email for _, email in emails])
-    except Exception as exc:  # noqa: BLE001 - the whole call failed: as a single send's
+        if len(answers) != len(emails):
+            raise RuntimeError(f"{len(answers)} answers for {len(emails)} emails")
+    except Exception as exc:  # noqa: BLE001 - the backend broke before an answer: per row
         _provider_connection_drop(connection)
-        for (index, _), message in zip(emails, sending, strict=True):
-            failure = _send_failed(message, exc)
-            results[index] = SendResult(message, sent_now=True) if failure is None else failure
-        return [r if r is not None else SendSkipped("not sent") for r in results]
+        answers = [exc] * len(emails)
     finally:
         _provider_connection_done(connection)
-    sent: list[tuple[Message, str]] = []
+    # What the provider took is recorded first, whatever happens to the others.
+    _sent([(m, a) for m, a in zip(sending, answers, strict=True) if isinstance(a, str)])
     for (index, _), message, answer in zip(emails, sending, answers, strict=True):
-        if isinstance(answer, Exception):  # this one refused; nothing of it was sent
-            results[index] = _send_failed(message, answer)
-        else:
-            sent.append((message, answer))
+        if isinstance(answer, str):
             results[index] = SendResult(message, sent_now=True)
-    _sent(sent)
+            continue
+        # Refused (this message, or its whole call): as a single send's failure.
+        try:
+            failure = _send_failed(message, answer)
+        except Exception as exc:  # noqa: BLE001 - the row stays "sending": unknown on retry
+            log.exception("recording the failed send of message %s failed", message.pk)
+            results[index] = exc
+            continue
+        results[index] = SendResult(message, sent_now=True) if failure is None else failure
     return [r if r is not None else SendSkipped("not sent") for r in results]
 
 
@@ -545,12 +603,17 @@ def _sent(sent: list[tuple[Message, str]]) -> None:
         )
     for message, _ in sent:
         metrics.email_result(Message.SENT)
-        system_event_record(
-            contact_id=message.contact_id,
-            name="email.sent",
-            data=message_event_data(message),
-            now=now,
-        )
+        try:  # one event's trouble (a contact erased a moment ago) is not the others'
+            system_event_record(
+                contact_id=message.contact_id,
+                name="email.sent",
+                data=message_event_data(message),
+                now=now,
+            )
+        except Exception:  # noqa: BLE001 - the email is sent and recorded; only its event is lost
+            if len(sent) == 1:
+                raise
+            log.exception("recording email.sent for message %s failed", message.pk)
 
 
 # A provider's HTTP API (django-anymail) is called over one kept-alive connection per thread:
@@ -613,6 +676,8 @@ def message_event_data(message: Message) -> dict[str, Any]:
         "messageId": message.provider_message_id,
         "emailId": str(message.pk),
         "templateId": str(message.template_id) if message.template_id is not None else None,
+        # Plunk's names for where the email came from: a /v1/send is TRANSACTIONAL there.
+        "sourceType": "TRANSACTIONAL" if message.source == Message.API else "WORKFLOW",
         "sentAt": message.sent_at.isoformat() if message.sent_at else None,
     }
 
@@ -696,14 +761,12 @@ def _may_have_been_accepted(exc: Exception) -> bool:
     import requests
 
     for cause in _causes(exc):
+        if isinstance(cause, BatchAnswerUnreadable):  # a 200 we can not read: maybe all taken
+            return True
         if isinstance(cause, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused):
             return False
-        status = getattr(getattr(cause, "response", None), "status_code", None)
-        if status is not None:
-            # An answer. A refusal (4xx, 5xx) took nothing; a success whose body could not be
-            # read (not the JSON expected, a batch answer of the wrong length) may have taken
-            # everything. A refusal of its recipients is an explicit no.
-            return 200 <= status < 300 and not isinstance(cause, AnymailRecipientsRefused)
+        if getattr(getattr(cause, "response", None), "status_code", None) is not None:
+            return False
         if isinstance(
             cause,
             requests.exceptions.ConnectTimeout | ConnectionRefusedError | socket.gaierror,

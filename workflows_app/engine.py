@@ -1008,13 +1008,16 @@ def _resume_group(kind: StepType, advs: list[_Advance]) -> _Moved:
             moved.append((adv, went_on))
     if not calling:
         return moved
-    ctxs = [adv.call for adv in calling]
+    results: list[Outcome | Exception]
     try:
         with log_context(step_type=kind.type):
-            results = kind.run_many([ctx for ctx in ctxs if ctx is not None])
+            results = kind.run_many([adv.call for adv in calling if adv.call is not None])
+        if len(results) != len(calling) or any(r is None for r in results):
+            raise RuntimeError(f"run_many gave {len(results)} outcomes for {len(calling)} visits")
     except Exception as exc:  # noqa: BLE001 - a broken batch fails its visits, as run() would
         log.exception("running %d %s steps together failed", len(calling), kind.type)
-        results = [exc] * len(calling)
+        problem = f"{type(exc).__name__}: {exc}"
+        results = [RuntimeError(problem) for _ in calling]
     for adv, result in zip(calling, results, strict=True):
         adv.call_result = result
         try:

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from bench.provider import ProviderStandIn
 from contacts_app.models import Contact, Event
 from contacts_app.services import contact_upsert
 from templates_app import services
+from templates_app.backends import PostmarkEmailBackend
 from templates_app.models import Message, Template
+from templates_app.policy import FrequencyCapped, parse_frequency_cap
 from templates_app.rendering import TemplateError
 from templates_app.services import (
     Outgoing,
@@ -209,6 +211,65 @@ def test_a_call_cut_off_mid_way_leaves_every_email_unknown(provider, receipt, se
     messages_send_many([outgoing(receipt, n) for n in range(3)])  # the retried visits
     assert set(Message.objects.values_list("status", flat=True)) == {Message.UNKNOWN}
     assert provider.calls == 0  # never sent again
+
+
+def test_a_row_the_database_refuses_fails_only_its_email(provider, receipt):
+    long_subject = outgoing(receipt, 1)
+    long_subject = Outgoing(**{**long_subject.__dict__, "context": {"order": "x" * 1200}})
+    results = messages_send_many([outgoing(receipt, 0), long_subject, outgoing(receipt, 2)])
+
+    assert isinstance(results[1], DatabaseError)  # 1,206 characters for a 998 column
+    assert [isinstance(results[i], SendResult) for i in (0, 2)] == [True, True]
+    assert sorted(a.to for a in provider.accepted()) == ["c0@example.com", "c2@example.com"]
+    assert provider.calls == 1
+
+
+def test_capped_emails_go_in_the_same_call_and_the_cap_holds(db, provider):
+    news = Template.objects.create(
+        name="News", type=Template.MARKETING, subject="News", html="<p>News</p>"
+    )
+    cap = parse_frequency_cap("1/7d")
+    first, other = outgoing(news, 0, frequency_cap=cap), outgoing(news, 1, frequency_cap=cap)
+    second = Outgoing(**{**first.__dict__, "idempotency_key": "k-0-again"})
+    results = messages_send_many([first, second, other])
+
+    assert isinstance(results[0], SendResult) and results[0].message.status == Message.SENT
+    assert isinstance(results[1], FrequencyCapped)  # c0 had its one marketing email
+    assert isinstance(results[2], SendResult)
+    assert provider.calls == 1
+    assert sorted(a.to for a in provider.accepted()) == ["c0@example.com", "c1@example.com"]
+
+
+def test_a_message_anymail_can_not_build_fails_alone(provider, receipt):
+    odd = Template.objects.create(
+        name="Odd sender",
+        type=Template.TRANSACTIONAL,
+        subject="Hi",
+        html="<p>Hi</p>",
+        from_email="Acme, Inc <news@example.com>",  # an unquoted comma: anymail refuses it
+    )
+    results = messages_send_many([outgoing(receipt, 0), outgoing(odd, 1), outgoing(receipt, 2)])
+
+    assert isinstance(results[1], SendPermanentError)
+    assert Message.objects.get(idempotency_key="k-1").status == Message.FAILED
+    assert Message.objects.filter(status=Message.SENT).count() == 2
+    assert provider.calls == 1
+
+
+def test_a_batch_past_postmarks_size_limit_is_cut_into_calls(provider, receipt, monkeypatch):
+    monkeypatch.setattr(PostmarkEmailBackend, "batch_max_bytes", 2000)  # about three emails
+    results = messages_send_many([outgoing(receipt, n) for n in range(8)])
+
+    assert all(isinstance(r, SendResult) and r.sent_now for r in results)
+    assert 2 <= provider.calls < 8
+    assert len(provider.accepted()) == 8
+
+
+def test_postmarks_bulk_api_setting_turns_batches_off(settings):
+    settings.EMAIL_BACKEND = "templates_app.backends.PostmarkEmailBackend"
+    assert STEP_TYPES["send_email"].batch_size() == 50
+    settings.ANYMAIL = {"POSTMARK_USE_BULK_API": True}
+    assert STEP_TYPES["send_email"].batch_size() == 1
 
 
 # -- Through the engine (threads on PostgreSQL: transactional_db) --------------------------------

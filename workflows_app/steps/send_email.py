@@ -109,15 +109,14 @@ class SendEmail(StepType):
     retry_policy = RetryPolicy(max_attempts=5, base_seconds=60)
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        """One form: `{template}`, with `recipient` only for a fixed address (the contact is
+        the default, however it was written)."""
         config = parsed.model_dump(mode="json", exclude_unset=True)
         config["template"] = parsed.template  # what templateId named
+        config.pop("recipient", None)
         recipient = parsed.recipient
-        if recipient is not None:
-            config["recipient"] = (
-                {"type": "CUSTOM", "customEmail": recipient.customEmail}
-                if recipient.type == "CUSTOM"
-                else {"type": "CONTACT"}
-            )
+        if recipient is not None and recipient.type == "CUSTOM":
+            config["recipient"] = {"type": "CUSTOM", "customEmail": recipient.customEmail}
         return config
 
     def run(self, ctx: RunContext) -> Outcome:
@@ -149,35 +148,38 @@ class SendEmail(StepType):
 
     def run_many(self, ctxs: list[RunContext]) -> list[Outcome | Exception]:
         """The visits' emails in one provider call (templates_app.services.messages_send_many),
-        each with run()'s rules and outcome; a capped send or a dry run goes alone."""
+        each with run()'s rules and its own outcome."""
         ids = {ctx.step.template_id for ctx in ctxs if ctx.step.template_id is not None}
         templates = Template.objects.in_bulk(ids)
         results: list[Outcome | Exception | None] = [None] * len(ctxs)
         plans: dict[int, _Plan] = {}
         for index, ctx in enumerate(ctxs):
             try:
-                template = templates.get(ctx.step.template_id)  # type: ignore[arg-type]
-                plans[index] = plan = self._plan(ctx, template)
-                if plan.cap is not None or ctx.dry_run is not None:
+                if ctx.dry_run is not None:  # never from the engine; recorded, not sent
                     results[index] = self.run(ctx)
-                    del plans[index]
+                    continue
+                template = templates.get(ctx.step.template_id)  # type: ignore[arg-type]
+                plans[index] = self._plan(ctx, template)
             except Exception as exc:  # noqa: BLE001 - this visit's outcome, as run() raises it
                 results[index] = exc
-                plans.pop(index, None)
         order = list(plans)
-        sends = messages_send_many(
-            [
-                Outgoing(
-                    idempotency_key=ctxs[index].visit_key,
-                    template=plans[index].template,
-                    contact=ctxs[index].contact,
-                    context=ctxs[index].execution.context,
-                    workflow_name=ctxs[index].execution.workflow.name,
-                    to_email=plans[index].to_email,
-                )
-                for index in order
-            ]
-        )
+        try:
+            sends: list[SendResult | Exception] = messages_send_many(
+                [
+                    Outgoing(
+                        idempotency_key=ctxs[index].visit_key,
+                        template=plans[index].template,
+                        contact=ctxs[index].contact,
+                        context=ctxs[index].execution.context,
+                        workflow_name=ctxs[index].execution.workflow.name,
+                        to_email=plans[index].to_email,
+                        frequency_cap=plans[index].cap,
+                    )
+                    for index in order
+                ]
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. the database went away: these visits'
+            sends = [exc] * len(order)
         for index, sent in zip(order, sends, strict=True):
             try:
                 results[index] = self._outcome(ctxs[index], plans[index], _given(sent))
