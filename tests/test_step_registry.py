@@ -1,9 +1,13 @@
 """A step type owns itself: adding one means writing its module and registering it, nothing
-else. This test adds a small type with a config-dependent branch and a form (its config
-schema), and runs it through every layer: the palette, graph validation, the save, the file
-format and the engine."""
+else. This test adds a small type with a config-dependent branch and a config schema, and no
+canvas code of its own (the canvas edits it as JSON), and runs it through every layer: the
+palette, graph validation, the canvas's endpoints, the save, the file format and the engine.
+Its ports on the canvas itself: tests/browser/test_canvas_branch_rules.py."""
+
+import json
 
 import pytest
+from django.urls import reverse
 from pydantic import Field
 
 from tests.conftest import drain
@@ -107,3 +111,42 @@ def test_the_engine_runs_it_down_each_branch(track, plan_check, data, route):
     ex = execution_of()
     assert ex.contact.data["route"] == route
     assert history(ex)[0] == ("check", StepRun.COMPLETED, {"pro": "match"}.get(route, route))
+
+
+@pytest.mark.parametrize("unset", [False, 0])
+def test_the_canvas_endpoints_describe_it_and_refuse_a_port_its_config_lacks(
+    admin_client, plan_check, unset
+):
+    """The canvas's leg over HTTP: what it loads, and its save. The port rule itself (false and
+    0 draw no `unknown` port) is drawn in tests/browser/test_canvas_branch_rules.py."""
+    workflow = workflow_create(name="Plans", trigger_event="user.signup")
+    url = reverse("admin:workflows_app_workflow_canvas", args=[workflow.pk])
+    state = admin_client.get(url).json()
+    described = next(k for k in state["palette"] if k["type"] == "plan_check")
+    assert described["branch_requires"] == {"unknown": "fallback"}
+    assert described["config_schema"]["properties"]["fallback"]["default"] is False
+
+    def save(fallback):
+        return admin_client.put(
+            url,
+            data=json.dumps(
+                {
+                    "graph": graph(fallback=fallback),
+                    "graph_version": state["workflow"]["graph_version"],
+                }
+            ),
+            content_type="application/json",
+        )
+
+    refused = save(unset)
+    assert refused.status_code == 400
+    errors = {e["step"]: e["message"] for e in refused.json()["errors"]}
+    assert errors["check"] == (
+        "a Plan check step has branches match, other, not 'unknown' (set fallback to use 'unknown')"
+    )
+    assert not Step.objects.filter(workflow=workflow).exists()
+    assert save(True).status_code == 200
+    assert Step.objects.get(workflow=workflow, key="check").config == {
+        "plan": "pro",
+        "fallback": True,
+    }

@@ -413,12 +413,64 @@ def test_provider_events_have_plunks_names_and_data_and_start_workflows(postmark
     assert event.data["emailId"] == str(sent.pk)
     assert event.data["templateId"] == str(sent.template_id)
     assert event.data["from"] == "team@example.com" and event.data["fromName"] == "Team"
+    assert event.data["sourceType"] == "WORKFLOW"
     assert event.data[AT_FIELD[name]].startswith("2026-11-25T10:0")
     if name == "email.click":
         assert event.data["link"] == "https://example.com/pricing"
     execution = Execution.objects.get(workflow=workflow)
     assert execution.trigger_id == event.pk and execution.context["subject"] == "Hello"
     assert not Event.objects.filter(name__in=["email.opened", "email.delivered"]).exists()
+
+
+def provider_event(name, message_id="pm-1"):
+    payload = {**PROVIDER_EVENTS[name], "MessageID": message_id, "Recipient": ANN, "Email": ANN}
+    assert post_json("/anymail/postmark/tracking/", payload).status_code == 200
+    return Event.objects.filter(name=name).latest("created_at")
+
+
+def test_opens_and_clicks_are_counted_per_message_as_plunk_does(postmark, sent):
+    other = Message.objects.create(
+        idempotency_key="exec-1-run-2",
+        contact=sent.contact,
+        template=sent.template,
+        to_email=sent.to_email,
+        from_email=sent.from_email,
+        subject="Other",
+        status=Message.SENT,
+        provider_message_id="pm-2",
+    )
+    counted = [
+        (
+            name,
+            e.data.get("opens", e.data.get("clicks")),
+            e.data.get("isFirstOpen"),
+            e.data.get("isFirstClick"),
+        )
+        for name, e in (
+            ("open", provider_event("email.open")),
+            ("open", provider_event("email.open")),
+            ("click", provider_event("email.click")),  # clicks count apart from opens
+            ("other open", provider_event("email.open", "pm-2")),  # per message
+            ("open", provider_event("email.open")),
+            ("click", provider_event("email.click")),
+        )
+    ]
+    assert counted == [
+        ("open", 1, True, None),
+        ("open", 2, False, None),
+        ("click", 1, None, True),
+        ("other open", 1, True, None),
+        ("open", 3, False, None),
+        ("click", 2, None, False),
+    ]
+    assert Event.objects.filter(name="email.open", data__emailId=str(other.pk)).count() == 1
+    # Deliveries carry no count.
+    assert "opens" not in provider_event("email.delivery").data
+
+
+def test_an_api_sends_events_say_it_is_transactional(postmark, sent):
+    Message.objects.filter(pk=sent.pk).update(source=Message.API)
+    assert provider_event("email.open").data["sourceType"] == "TRANSACTIONAL"
 
 
 def test_email_sent_is_recorded_when_the_provider_accepts_a_message(settings, db):
@@ -439,6 +491,7 @@ def test_email_sent_is_recorded_when_the_provider_accepts_a_message(settings, db
         "messageId": message.provider_message_id,
         "emailId": str(message.pk),
         "templateId": str(template.pk),
+        "sourceType": "WORKFLOW",
         "sentAt": message.sent_at.isoformat(),
     }
     assert Execution.objects.get(workflow=workflow).trigger_id == event.pk

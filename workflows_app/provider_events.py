@@ -4,8 +4,9 @@ events, with Plunk's names and data.
 Tracking: delivered, opened, clicked, bounced and complained update their Message and are
 recorded as the system events `email.delivery`, `email.open`, `email.click`, `email.bounce`,
 `email.complaint` (a hard bounce or complaint also unsubscribes, which records
-`contact.unsubscribed`). The message is found by the provider's id or our unguessable token,
-never by a row id.
+`contact.unsubscribed`). Opens and clicks carry Plunk's counts (`opens` / `isFirstOpen`,
+`clicks` / `isFirstClick`), counted from the message's earlier events of the same name. The
+message is found by the provider's id or our unguessable token, never by a row id.
 
 Inbound: a message received by the provider's inbound route is recorded as `email.received`
 for the contact whose address sent it. Only for an existing contact: the From address of
@@ -22,9 +23,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.db import transaction
+
 from contacts_app.emails import email_error
-from contacts_app.models import Contact
+from contacts_app.models import Contact, Event
 from contacts_app.services import normalize_email
+from templates_app.models import Message
 from templates_app.services import (
     PROVIDER_EVENTS,
     message_apply_provider_event,
@@ -44,6 +48,8 @@ EVENT_NAMES = {
     "bounced": ("email.bounce", "bouncedAt"),
     "complained": ("email.complaint", "complainedAt"),
 }
+# Plunk's running count of a message's opens and clicks: {event type: (count, first field)}.
+COUNTED = {"opened": ("opens", "isFirstOpen"), "clicked": ("clicks", "isFirstClick")}
 INBOUND_BODY_MAX_CHARS = 65536
 
 
@@ -75,7 +81,20 @@ def handle_tracking(sender, event, esp_name, **kwargs) -> None:
         data["link"] = event.click_url
     elif event.event_type == "bounced":
         data["bounceType"] = event.reject_reason
-    track_internal(contact_id=message.contact_id, name=name, data=data)
+    if event.event_type not in COUNTED:
+        track_internal(contact_id=message.contact_id, name=name, data=data)
+        return
+    count_field, first_field = COUNTED[event.event_type]
+    with transaction.atomic():
+        # The message's row lock makes two webhooks for one message count one after the
+        # other: one of them is the first open, never both.
+        list(Message.objects.select_for_update().filter(pk=message.pk).values_list("pk"))
+        earlier = Event.objects.filter(
+            contact_id=message.contact_id, name=name, data__emailId=str(message.pk)
+        ).count()
+        data[count_field] = earlier + 1
+        data[first_field] = earlier == 0
+        track_internal(contact_id=message.contact_id, name=name, data=data)
 
 
 def _clean(text: Any, limit: int = INBOUND_BODY_MAX_CHARS) -> str:

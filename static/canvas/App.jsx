@@ -118,14 +118,15 @@ export function App({ urls, csrfToken }) {
     setNotice((n) => (n?.kind === 'success' ? null : n));
   }, []);
 
-  // A graph without positions (imported from a file that has none) is laid out once its nodes
-  // are measured, and left unsaved so that Save keeps the layout.
+  // A graph whose steps lack positions (imported from a file that has none, some added through
+  // the API) is laid out once its nodes are measured, and left unsaved so that Save keeps the
+  // layout.
   useEffect(() => {
     if (!nodesMeasured || !layoutPending.current) return;
     layoutPending.current = false;
     setNodes((ns) => tidy(ns, edges, portOrder(ns, palette)));
     changed();
-    setNotice({ kind: 'info', text: 'This graph had no positions: it was laid out. Save to keep the layout.' });
+    setNotice({ kind: 'info', text: 'Some steps had no position of their own: the graph was laid out. Save to keep the layout.' });
     setTimeout(() => flow.fitView({ padding: 0.15, duration: 0, maxZoom: 1 }), 50);
   }, [nodesMeasured, edges, palette, setNodes, changed, flow]);
 

@@ -1,7 +1,7 @@
 // The side panel: the selected step's name and config form, its outputs and its errors.
 // Field lists, enums and labels come from the step type's JSON schema (the server's STEP_TYPES).
 import React, { useState } from 'react';
-import { portsFor } from './graph.js';
+import { isSet, portsFor } from './graph.js';
 import { ConditionForm } from './ConditionForm.jsx';
 import { SplitForm } from './SplitForm.jsx';
 import { choices, Field, showValue } from './fields.jsx';
@@ -152,7 +152,8 @@ function DelayForm({ config, set, disabled, schema, err }) {
 }
 
 function WaitForEventForm({ config, set, disabled, schema, err }) {
-  const hasTimeout = config.timeout != null;
+  // The "timeout" output's rule (graph.isSet): Plunk's `timeout: 0` is no timeout.
+  const hasTimeout = isSet(config.timeout);
   return (
     <>
       <Field label="Event" id="cfg-event" error={err('event')} hint="The tracked event name that continues the run on the “event” output.">
@@ -248,10 +249,12 @@ function UpdateContactForm({ config, set, disabled, err }) {
   );
 }
 
-function ExitForm({ config, set, disabled, err }) {
+function ExitForm({ config, set, disabled, err, schema }) {
+  // No reason in the config means the type's default (Plunk's "exit_step"); emptied, none.
+  const fallback = schema?.properties?.reason?.default ?? '';
   return (
-    <Field label="Reason" id="cfg-reason" error={err('reason')} hint="Recorded on the execution as its exit reason.">
-      <input id="cfg-reason" value={config.reason || ''} disabled={disabled}
+    <Field label="Reason" id="cfg-reason" error={err('reason')} hint="Recorded on the execution as its exit reason; empty: none.">
+      <input id="cfg-reason" value={config.reason ?? fallback} disabled={disabled}
         onChange={(e) => set({ ...config, reason: e.target.value })} />
     </Field>
   );

@@ -11,7 +11,7 @@ export const NODE_HEIGHT = 96;
 //   {mode: "multi"}), one port per item of config[field] (named by item[id], shown as
 //   item[label]) plus the `extra` ports (e.g. "default");
 // - otherwise the type's `branches`, minus those whose `branch_requires` field is unset (Wait
-//   for Event's `timeout`).
+//   for Event's `timeout`), by the server's rule (`isSet`).
 // Returns [{id, label}], in order; ids are unique and non-empty.
 export function portsFor(kind, config) {
   if (!kind) return [];
@@ -39,9 +39,18 @@ export function portsFor(kind, config) {
   return (kind.branches || [])
     .filter((branch) => {
       const field = requires[branch];
-      return !field || (cfg[field] != null && cfg[field] !== '');
+      return !field || isSet(cfg[field]);
     })
     .map((id) => ({ id, label: id }));
+}
+
+// Whether a `branch_requires` field is set, by the rule the server applies (StepType.
+// branches_for reads the field with Python truthiness): false, 0, '', null, [] and {} are
+// unset. Plunk's `{eventName, timeout: 0}` has no timeout; `{fallback: false}` no fallback.
+export function isSet(value) {
+  if (Array.isArray(value)) return value.length > 0;
+  if (value && typeof value === 'object') return Object.keys(value).length > 0;
+  return Boolean(value);
 }
 
 function listApplies(list, config) {
@@ -79,13 +88,16 @@ export function makeEdge(source, branch, target) {
 }
 
 // Steps that have no position of their own (a file written without them, e.g. from Plunk,
-// stores them all at 0,0): the canvas lays such a graph out when it opens.
+// stores them at 0,0; so do steps added through the API without one) sit on top of each other:
+// when any two steps share a position, the canvas lays the graph out as it opens.
 export function needsLayout(document) {
-  const steps = document.steps || [];
-  return (
-    steps.length > 1 &&
-    steps.every((s) => !s.position || (!Number(s.position.x) && !Number(s.position.y)))
-  );
+  const seen = new Set();
+  for (const s of document.steps || []) {
+    const at = `${Number(s.position?.x) || 0},${Number(s.position?.y) || 0}`;
+    if (seen.has(at)) return true;
+    seen.add(at);
+  }
+  return false;
 }
 
 // A branch id from a branch name: lowercase words joined by "-", unique among `taken`.

@@ -205,6 +205,34 @@ def test_a_graph_without_positions_is_laid_out_when_it_opens(page, superuser, tr
     assert page.locator('[data-testid="dirty-state"]').inner_text() == "All changes saved"
 
 
+def test_a_partly_positioned_graph_is_laid_out_too(page, superuser, transactional_db):
+    """Two steps placed, four without a position (added by the API, or a file that gave only
+    some): the four would sit on one spot, so the graph is laid out."""
+    document = {
+        "templates": [],
+        "workflows": [{**UNPLACED["workflows"][0], "name": "Partly placed"}],
+    }
+    steps = document["workflows"][0]["steps"]
+    steps[0] = {**steps[0], "position": {"x": 400, "y": 0}}
+    steps[1] = {**steps[1], "position": {"x": 400, "y": 200}}
+    document_import(document)
+    workflow = Workflow.objects.get(name="Partly placed")
+    stored = {
+        s["key"]: (s["position"]["x"], s["position"]["y"])
+        for s in workflow_graph_document(workflow)["steps"]
+    }
+    assert stored["pause"] == (400, 0) and stored["tag"] == stored["bye"] == (0, 0)
+
+    login(page, "boss")
+    open_canvas(page, workflow)
+    page.wait_for_selector('[data-testid="notice"]:has-text("laid out")')
+    boxes = node_boxes(page)
+    assert len(boxes) == 7
+    assert overlapping(boxes) == []
+    assert boxes["pause"]["y"] < boxes["is_pro"]["y"] < boxes["tag"]["y"] < boxes["hook"]["y"]
+    assert page.locator('[data-testid="dirty-state"]').inner_text() == "Unsaved changes"
+
+
 # Runs wait at `pause`; the condition's `no` port is free.
 LOCKED_GRAPH = {
     "steps": [
@@ -409,7 +437,6 @@ def test_the_forms_cover_recipient_method_headers_and_decimal_delays(
         "method": "PUT",
         "headers": {"Authorization": "Bearer {{ data.token }}"},
         "body": {"plan": "{{ plan }}", "seats": 3},
-        "timeout_seconds": 10,
     }
 
     # Reopened, the forms show what was stored.

@@ -1,6 +1,7 @@
 """A workflow written entirely in Plunk's step shapes, imported with `manage.py importworkflows`
-and run by real processes down both branches of its wait: emails to a real SMTP server, a
-webhook to a real local HTTP server, the contacts afterwards."""
+and run by real processes down every branch (both of its wait, all three of its multi-branch
+Condition, both of its yes/no Condition), each leading to a step that leaves a mark: emails to
+a real SMTP server, webhooks to a real local HTTP server, the contacts afterwards."""
 
 import json
 import re
@@ -18,7 +19,7 @@ from workflows_app.models import Execution, StepRun, Workflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-TIMEOUT = 3  # seconds (Plunk's unit): room for ann's event to arrive over HTTP
+TIMEOUT = 4  # seconds (Plunk's unit): room for three activations to arrive over HTTP
 
 
 def plunk_document(hook_url: str) -> dict:
@@ -100,11 +101,28 @@ def plunk_document(hook_url: str) -> dict:
             "type": "update_contact",
             "config": {"updates": {"stage": "lapsed"}, "subscriptionAction": "unsubscribe"},
         },
-        # Plunk's binary Condition, strict: "free" equals "free", nothing on `no`.
+        {
+            "key": "solo_tag",
+            "type": "update_contact",
+            "config": {"updates": {"size": "solo"}, "subscriptionAction": "none"},
+        },
+        {
+            "key": "between_tag",
+            "type": "update_contact",
+            "config": {"updates": {"size": "between"}},
+        },
+        # Plunk's binary Condition, strict: "free" equals "free".
         {
             "key": "free",
             "type": "condition",
             "config": {"field": "contact.data.plan", "operator": "equals", "value": "free"},
+        },
+        # Plunk's Exit without a reason: the run records Plunk's default, `exit_step`.
+        {"key": "gone", "type": "exit", "config": {}},
+        {
+            "key": "winback",
+            "type": "update_contact",
+            "config": {"updates": {"winback": True}, "subscriptionAction": "subscribe"},
         },
     ]
     transitions = [
@@ -116,8 +134,12 @@ def plunk_document(hook_url: str) -> dict:
         {"from": "tag", "to": "thanks"},
         {"from": "thanks", "to": "size"},
         {"from": "size", "branch": "team", "to": "seats"},
+        {"from": "size", "branch": "solo", "to": "solo_tag"},
+        {"from": "size", "branch": "default", "to": "between_tag"},
         {"from": "activated", "branch": "timeout", "to": "lapse"},
         {"from": "lapse", "to": "free"},
+        {"from": "free", "branch": "yes", "to": "gone"},
+        {"from": "free", "branch": "no", "to": "winback"},
     ]
     workflow = {
         "name": "Plunk onboarding",
@@ -163,11 +185,17 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
     stack.start_worker()
     stack.start_clock()
 
-    # bob has unsubscribed: the team still hears about him (CUSTOM skips the check).
-    for email, data, subscribed in (
-        ("ann@example.com", {"plan": "pro", "seats": 3, "firstName": "Ann", "trial": True}, True),
-        ("bob@example.com", {"plan": "free", "seats": 1}, False),
-    ):
+    # Who takes which way: ann (3 seats) team, cat (1) solo, dan (2) default, all three
+    # activated; bob (free) and eve (pro) time out, then yes and no. bob has unsubscribed: the
+    # team still hears about him (CUSTOM skips the check).
+    signups = {
+        "ann@example.com": ({"plan": "pro", "seats": 3, "firstName": "Ann", "trial": True}, True),
+        "bob@example.com": ({"plan": "free", "seats": 1}, False),
+        "cat@example.com": ({"plan": "pro", "seats": 1, "firstName": "Cat"}, True),
+        "dan@example.com": ({"plan": "pro", "seats": 2}, True),
+        "eve@example.com": ({"plan": "pro", "seats": 5}, True),
+    }
+    for email, (data, subscribed) in signups.items():
         response = requests.post(
             f"{stack.web_url}/v1/track",
             json={"event": "user.signup", "email": email, "data": data, "subscribed": subscribed},
@@ -176,41 +204,81 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
         )
         assert response.status_code == 200, response.text
 
-    def waiting(email):
-        return Execution.objects.filter(
-            contact__email=email, status="WAITING", current_step__key="activated"
-        ).exists()
+    activations = {
+        "ann@example.com": {"via": "app", "devices": ["ios"]},
+        "cat@example.com": {"via": "web"},
+        "dan@example.com": {"via": "email"},
+    }
 
-    stack.wait_until(lambda: waiting("ann@example.com"), timeout=20, what="ann at the wait")
-    stack.track(api_key, "user.activated", "ann@example.com", {"via": "app", "devices": ["ios"]})
+    def waiting(emails):
+        return Execution.objects.filter(
+            contact__email__in=emails, status="WAITING", current_step__key="activated"
+        ).count() == len(emails)
+
+    stack.wait_until(lambda: waiting(activations), timeout=20, what="ann, cat, dan at the wait")
+    for email, data in activations.items():
+        stack.track(api_key, "user.activated", email, data)
     stack.wait_until(
         lambda: not Execution.objects.filter(status__in=Execution.ACTIVE).exists(),
         timeout=30,
-        what="both runs to finish",
+        what="every run to finish",
         describe=lambda: str(
             list(StepRun.objects.values_list("execution__contact__email", "step_key", "error"))
         ),
     )
 
-    ann = Contact.objects.get(email="ann@example.com")
-    bob = Contact.objects.get(email="bob@example.com")
-    assert history(ann.email) == [
+    contacts = {c.email.split("@")[0]: c for c in Contact.objects.all()}
+    ann, bob, cat, dan, eve = (contacts[n] for n in ("ann", "bob", "cat", "dan", "eve"))
+    activated = [
         ("alert", "completed", "next"),
         ("pause", "completed", "next"),
         ("activated", "completed", "event"),
         ("crm", "completed", "next"),
         ("tag", "completed", "next"),
         ("thanks", "completed", "next"),
-        ("size", "completed", "team"),
-        ("seats", "completed", "next"),
     ]
-    assert history(bob.email) == [
+    timed_out = [
         ("alert", "completed", "next"),
         ("pause", "completed", "next"),
         ("activated", "completed", "timeout"),
         ("lapse", "completed", "next"),
-        ("free", "completed", "yes"),
     ]
+    assert history(ann.email) == [
+        *activated,
+        ("size", "completed", "team"),
+        ("seats", "completed", "next"),
+    ]
+    assert history(cat.email) == [
+        *activated,
+        ("size", "completed", "solo"),
+        ("solo_tag", "completed", "next"),
+    ]
+    assert history(dan.email) == [
+        *activated,
+        ("size", "completed", "default"),
+        ("between_tag", "completed", "next"),
+    ]
+    assert history(bob.email) == [
+        *timed_out,
+        ("free", "completed", "yes"),
+        ("gone", "completed", ""),
+    ]
+    assert history(eve.email) == [
+        *timed_out,
+        ("free", "completed", "no"),
+        ("winback", "completed", "next"),
+    ]
+    ends = {
+        e.contact.email.split("@")[0]: (e.status, e.exit_reason)
+        for e in Execution.objects.select_related("contact")
+    }
+    assert ends == {
+        "ann": ("COMPLETED", ""),
+        "bob": ("EXITED", "exit_step"),
+        "cat": ("COMPLETED", ""),
+        "dan": ("COMPLETED", ""),
+        "eve": ("COMPLETED", ""),
+    }
     runs = {
         r.step_key: r
         for r in StepRun.objects.filter(execution__contact=bob).select_related("execution")
@@ -220,23 +288,29 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
     paused = runs["pause"].finished_at - runs["pause"].started_at
     assert 1.2 <= paused.total_seconds() < 6
 
-    # Emails: the team got both alerts (bob's too), ann her thanks, bob nothing.
+    # Emails: the team got every alert (bob's too), the activated their thanks, no one else.
     assert sorted(smtp.subjects_for("team@example.com")) == [
-        "New signup: ann@example.com on pro",
-        "New signup: bob@example.com on free",
+        f"New signup: {email} on {data['plan']}" for email, (data, _) in sorted(signups.items())
     ]
     assert smtp.subjects_for("ann@example.com") == ["Thanks, Ann (app)"]
+    assert smtp.subjects_for("cat@example.com") == ["Thanks, Cat (web)"]
+    assert smtp.subjects_for("dan@example.com") == ["Thanks, there (email)"]
     assert smtp.subjects_for("bob@example.com") == []
+    assert smtp.subjects_for("eve@example.com") == []
     alerts = Message.objects.filter(to_email="team@example.com")
-    assert sorted(m.contact.email for m in alerts) == ["ann@example.com", "bob@example.com"]
+    assert sorted(m.contact.email for m in alerts) == sorted(signups)
 
-    # The webhook: PUT to the rendered path, templated header, typed body, signed.
-    [(request, response), (get, _)] = httpserver.log
+    # The webhooks: a PUT per activated contact, to its rendered path; ann's GET.
+    puts = {req.path: (req, res) for req, res in httpserver.log if req.method == "PUT"}
+    assert set(puts) == {f"/contacts/{c.pk}" for c in (ann, cat, dan)}
+    [get] = [req for req, _ in httpserver.log if req.method == "GET"]
+    assert len(httpserver.log) == 4
+    request, response = puts[f"/contacts/{ann.pk}"]
     assert response.status_code == 200
     # The GET webhook: rendered path and query, and no body.
     assert (get.method, get.path, get.args["n"]) == ("GET", f"/seats/{ann.pk}", "3")
     assert get.get_data() == b""
-    assert (request.method, request.path) == ("PUT", f"/contacts/{ann.pk}")
+    # ann's PUT: templated header, typed body, signed.
     assert request.headers["X-Plan"] == "plan-pro"
     body = request.get_data(as_text=True)
     assert json.loads(body) == {
@@ -247,6 +321,7 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
         "note": "Ann has 3 seats",
     }
     Verifier(workflow.signing_secret).verify(body, dict(request.headers))
+    assert json.loads(puts[f"/contacts/{cat.pk}"][0].get_data())["seats"] == 1
 
     # The contacts afterwards (tracked data lands on the contact too: `via`, `devices`).
     assert (ann.subscribed, ann.data) == (
@@ -260,7 +335,27 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
             "devices": ["ios"],
         },
     )
+    assert (cat.subscribed, cat.data) == (
+        True,
+        {
+            "plan": "pro",
+            "seats": 1,
+            "firstName": "Cat",
+            "stage": "active",
+            "via": "web",
+            "size": "solo",
+        },
+    )
+    assert (dan.subscribed, dan.data) == (
+        True,
+        {"plan": "pro", "seats": 2, "stage": "active", "via": "email", "size": "between"},
+    )
     assert (bob.subscribed, bob.data) == (False, {"plan": "free", "seats": 1, "stage": "lapsed"})
+    # eve: unsubscribed by `lapse`, subscribed again by `winback`.
+    assert (eve.subscribed, eve.data) == (
+        True,
+        {"plan": "pro", "seats": 5, "stage": "lapsed", "winback": True},
+    )
 
     # Stored, and exported, in our canonical shapes.
     configs = {
@@ -276,6 +371,10 @@ def test_a_plunk_shaped_workflow_imports_and_runs_every_branch(
         "timeout": {"amount": TIMEOUT, "unit": "seconds"},
     }
     assert configs["crm"]["method"] == "PUT"
-    assert configs["tag"] == {"set": {"stage": "active"}, "unset": ["trial"], "subscribed": None}
-    assert configs["lapse"] == {"set": {"stage": "lapsed"}, "unset": [], "subscribed": False}
+    assert configs["seats"] == {"url": configs["seats"]["url"], "method": "GET"}
+    assert configs["tag"] == {"set": {"stage": "active"}, "unset": ["trial"]}
+    assert configs["lapse"] == {"set": {"stage": "lapsed"}, "subscribed": False}
+    assert configs["solo_tag"] == {"set": {"size": "solo"}}
+    assert configs["winback"] == {"set": {"winback": True}, "subscribed": True}
+    assert configs["gone"] == {}
     assert configs["thanks"] == {"template": "Thanks"}

@@ -57,8 +57,16 @@ def test_the_other_branch_does_not_exit(track, make_workflow):
     assert (ex.status, ex.exit_reason) == (Execution.COMPLETED, "")
 
 
-def test_the_reason_is_optional(track, make_workflow):
+def test_the_reason_is_optional_and_defaults_to_plunks(track, make_workflow):
     make_workflow([exit_step()], [{"from": "trigger", "to": "done"}])
+    track_ok(track)
+    drain()
+    ex = execution_of()
+    assert (ex.status, ex.exit_reason) == (Execution.EXITED, "exit_step")
+
+
+def test_an_empty_reason_records_none(track, make_workflow):
+    make_workflow([exit_step(reason="")], [{"from": "trigger", "to": "done"}])
     track_ok(track)
     drain()
     ex = execution_of()

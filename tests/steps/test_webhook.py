@@ -51,7 +51,11 @@ def test_it_posts_the_default_payload(httpserver, track, make_workflow):
         },
         "event": {"plan": "pro", "order": {"total": 5}},
         "workflow": {"id": workflow.pk, "name": "CRM sync"},
-        "execution": {"id": ex.pk, "started_at": ex.started_at.isoformat()},
+        "execution": {
+            "id": ex.pk,
+            "startedAt": ex.started_at.isoformat(),  # Plunk's name
+            "started_at": ex.started_at.isoformat(),
+        },
     }
     run = ex.step_runs.get()
     assert request.headers["webhook-id"] == f"exec-{ex.pk}-run-{run.pk}"

@@ -1,10 +1,15 @@
+from typing import Any
+
 from pydantic import Field
 
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
 
+# Plunk's reason when a config gives none. An empty reason is kept: the run then records none.
+DEFAULT_REASON = "exit_step"
+
 
 class ExitConfig(StepConfig):
-    reason: str = Field(default="", max_length=500)
+    reason: str = Field(default=DEFAULT_REASON, max_length=500)
 
 
 class Exit(StepType):
@@ -13,6 +18,10 @@ class Exit(StepType):
     description = "End the run here, with an optional reason."
     Config = ExitConfig
     branches = ()
+
+    def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
+        # `{}` and `{reason: "exit_step"}` mean the same, and are stored alike (as `{}`).
+        return parsed.model_dump(mode="json", exclude_defaults=True)
 
     def run(self, ctx: RunContext) -> Outcome:
         return Outcome(kind="exit", reason=ctx.config.reason)

@@ -64,8 +64,10 @@ class UpdateContact(StepType):
     side_effects = True
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
-        # Ours as written; Plunk's as the set/unset/subscribed it means.
-        return parsed.model_dump(mode="json", exclude_unset=True)
+        # Ours, whatever was sent (Plunk's as the set/unset/subscribed it means), without the
+        # fields that change nothing (`unset: []`, `subscribed: null`), so equal meanings are
+        # stored alike.
+        return parsed.model_dump(mode="json", exclude_defaults=True)
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config

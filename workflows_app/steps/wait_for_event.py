@@ -65,8 +65,9 @@ class WaitForEvent(StepType):
     waits = True
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
-        # Our shape as it was written ({event} alone stays so); Plunk's becomes ours.
-        return parsed.model_dump(mode="json", exclude_unset=True)
+        # Our shape, whatever was sent, without a timeout that is none: `{event}`,
+        # `{event, timeout: null}` and Plunk's `{eventName, timeout: 0}` are stored alike.
+        return parsed.model_dump(mode="json", exclude_defaults=True)
 
     def run(self, ctx: RunContext) -> Outcome:
         timeout = ctx.config.timeout

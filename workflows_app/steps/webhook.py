@@ -96,7 +96,10 @@ class WebhookConfig(StepConfig):
 
 
 def default_body(ctx: RunContext) -> dict[str, Any]:
+    """Plunk's default body (`execution.startedAt` its name for our `started_at`, both sent),
+    plus the contact's id."""
     contact, execution = ctx.contact, ctx.execution
+    started = execution.started_at.isoformat()
     return {
         "contact": {
             "id": str(contact.pk),
@@ -106,7 +109,7 @@ def default_body(ctx: RunContext) -> dict[str, Any]:
         },
         "event": execution.context,
         "workflow": {"id": execution.workflow_id, "name": execution.workflow.name},
-        "execution": {"id": execution.pk, "started_at": execution.started_at.isoformat()},
+        "execution": {"id": execution.pk, "startedAt": started, "started_at": started},
     }
 
 
@@ -127,8 +130,10 @@ class Webhook(StepType):
     waits_on_network = True
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
-        # As written, with the URL trimmed and the method in capitals.
-        return parsed.model_dump(mode="json", exclude_unset=True)
+        # One form for one meaning: the URL trimmed, the method in capitals, and no field that
+        # only repeats its default (`method: "POST"`, `headers: {}`, `body: null`), so
+        # `{url}` and `{url, method: "post", headers: {}}` are stored alike.
+        return parsed.model_dump(mode="json", exclude_defaults=True)
 
     def run(self, ctx: RunContext) -> Outcome:
         cfg = ctx.config
