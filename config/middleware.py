@@ -29,10 +29,11 @@ class RejectNulQueryMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if "%00" in request.META.get("QUERY_STRING", "") and _has_nul(request):
+        if "%00" in request.META.get("QUERY_STRING", "") and (names := _with_nul(request)):
             if request.path.startswith("/v1/"):
+                fields = dict.fromkeys(names, "Contains a NUL character.")
                 return JsonResponse(
-                    error_body("invalid_query", NUL_MESSAGE, status=400), status=400
+                    error_body("invalid_query", NUL_MESSAGE, fields, status=400), status=400
                 )
             return HttpResponseBadRequest(
                 f"<!doctype html><title>Bad request</title><h1>Bad request (400)</h1>"
@@ -41,11 +42,13 @@ class RejectNulQueryMiddleware:
         return self.get_response(request)
 
 
-def _has_nul(request: HttpRequest) -> bool:
-    return any(
-        "\x00" in key or any("\x00" in value for value in values)
+def _with_nul(request: HttpRequest) -> list[str]:
+    """The query parameters whose name or a value holds NUL (the API's error names them)."""
+    return [
+        key
         for key, values in request.GET.lists()
-    )
+        if "\x00" in key or any("\x00" in value for value in values)
+    ]
 
 
 class AdminBadSelectionMiddleware:

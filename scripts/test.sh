@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, in two runs; extra arguments go to pytest in both. Both must pass.
 # 1. SQLite, what `make run` runs on (DATABASE_URL unset, a throwaway SQLITE_PATH): the tests
-#    marked `sqlite` (make run's commands and processes on a fresh file) and the engine, step
-#    and /v1/track tests that hold on both databases (ALSO_ON_SQLITE in tests/conftest.py).
+#    marked `sqlite` (make run's commands and processes on a fresh file) and the engine, step,
+#    /v1/track and graph-lock tests that hold on both databases (ALSO_ON_SQLITE in
+#    tests/conftest.py).
 # 2. PostgreSQL, the whole suite. Uses DATABASE_URL when set; otherwise starts a throwaway
 #    PostgreSQL of its own (as the 'postgres' user when run as root) and removes it afterwards.
 # The PostgreSQL run's summary closes the output; a failed SQLite run's summary follows it.

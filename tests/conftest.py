@@ -14,10 +14,15 @@ from workflows_app.services import workflow_create
 
 # The suite runs on PostgreSQL. `make run` runs on SQLite, so scripts/test.sh first runs, with
 # DATABASE_URL unset and TEST_SQLITE_PASS=1, the tests that must hold there too: those marked
-# `sqlite` (only there: real processes on a fresh SQLite file), and the engine, step and
-# /v1/track tests of ALSO_ON_SQLITE (on both), except those that ask for `pg_only` and
-# /v1/track's PostgreSQL single statement.
-ALSO_ON_SQLITE = ("tests/test_engine.py", "tests/steps/", "tests/test_track_api.py")
+# `sqlite` (only there: real processes on a fresh SQLite file), and the engine, step,
+# /v1/track and graph-integrity tests of ALSO_ON_SQLITE (on both), except those that ask for
+# `pg_only` and /v1/track's PostgreSQL single statement.
+ALSO_ON_SQLITE = (
+    "tests/test_engine.py",
+    "tests/steps/",
+    "tests/test_track_api.py",
+    "tests/test_graph_integrity.py",  # the graph lock's triggers, raw ORM writes included
+)
 
 
 def _runs_on_sqlite(item) -> bool:

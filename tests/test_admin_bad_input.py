@@ -2,6 +2,8 @@
 cursors and searches, and the Execution and Contact list searches (PostgreSQL text cannot hold
 NUL, so it must not reach a query)."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
 
@@ -28,6 +30,11 @@ def executions_url(workflow):
         "before=2024-01-01T00:00:00%2B00:00_x",
         "before=2024-01-01T00:00:00%2B00:00_%C2%B2",  # a digit to str.isdigit, not to int()
         "after=2024-01-01T00:00:00%2B00:00_99999999999999999999999",  # past bigint
+        # Offsets Python takes whose moment, in UTC, leaves datetime's years 1-9999.
+        "before=9999-12-31T23:59:59-23:59_1",
+        "after=9999-12-31T23:59:59-23:59_1",
+        "before=0001-01-01T00:00:00%2B23:59_1",
+        "after=2024-01-01T00:00:00%2B24:00_1",  # past any offset datetime takes
     ],
 )
 def test_the_executions_tab_answers_400_to_a_malformed_parameter(admin_client, workflow, query):
@@ -36,6 +43,25 @@ def test_the_executions_tab_answers_400_to_a_malformed_parameter(admin_client, w
     html = response.content.decode()
     assert 'id="wf-bad-request"' in html
     assert executions_url(workflow) in html  # a way back
+
+
+@pytest.mark.parametrize("param", ["before", "after"])
+@pytest.mark.parametrize(
+    "offset",
+    ["-23:59", "%2B23:59", "%2B16:00", "-16:00", "%2B15:59"],  # PostgreSQL takes up to 15:59
+)
+def test_a_cursor_with_any_offset_python_takes_is_read_as_its_moment(
+    admin_client, workflow, param, offset
+):
+    url = executions_url(workflow)
+    (execution,) = (row["execution"] for row in admin_client.get(url).context["rows"])
+    before = param == "before"
+    # Midnight with that offset, on the day after (before=) or before (after=) the run's start:
+    # the run is on the page either way, whatever the offset.
+    day = execution.started_at.date() + (timedelta(days=2) if before else timedelta(days=-2))
+    response = admin_client.get(f"{url}?{param}={day.isoformat()}T00:00:00{offset}_1")
+    assert response.status_code == 200
+    assert [row["execution"] for row in response.context["rows"]] == [execution]
 
 
 @pytest.mark.parametrize("query", ["before=2024-01-01T00:00:00%00_1", "q=%00", "q=ann%00@x.com"])
@@ -90,4 +116,6 @@ def test_the_api_answers_nul_in_its_json_envelope(client, secret_key):
         "/v1/contacts/ann@example.com?x=%00", HTTP_AUTHORIZATION=f"Bearer {secret_key}"
     )
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_query"
+    error = response.json()["error"]
+    assert error["code"] == "invalid_query"
+    assert error["fields"] == {"x": "Contains a NUL character."}  # names the parameter

@@ -78,17 +78,48 @@ def test_a_view_only_user_gets_the_read_only_workflow_page_and_its_tabs(executio
     canvas = client.get(reverse("admin:workflows_app_workflow_canvas", args=[workflow.pk]))
     assert canvas.status_code == 200 and canvas.json()["can_change"] is False
     tab = client.get(reverse("admin:workflows_app_workflow_executions", args=[workflow.pk]))
-    assert tab.status_code == 200 and "ann@example.com" in tab.content.decode()
+    assert tab.status_code == 200 and f"contact #{execution.contact_id}" in tab.content.decode()
     assert execution_page(client, execution).status_code == 200
+
+
+def test_the_executions_tab_shows_emails_and_searches_only_for_contact_viewers(execution):
+    url = reverse("admin:workflows_app_workflow_executions", args=[execution.workflow_id])
+    viewer = client_for(VIEW_WORKFLOW)
+    html = viewer.get(url).content.decode()
+    assert "ann@example.com" not in html and f"contact #{execution.contact_id}" in html
+    assert 'id="wf-search"' not in html
+    # A search by email would say whose runs these are: it is not applied for this user.
+    probe = viewer.get(url, {"q": "nobody@example.com"})
+    assert probe.status_code == 200
+    assert [row["execution"] for row in probe.context["rows"]] == [execution]
+    assert "nobody@example.com" not in probe.content.decode()
+
+    ops = client_for(VIEW_WORKFLOW, VIEW_CONTACT, username="ops")
+    html = ops.get(url).content.decode()
+    assert "ann@example.com" in html and 'id="wf-search"' in html
+    assert ops.get(url, {"q": "nobody@example.com"}).context["rows"] == []
+
+
+def test_cancelling_names_the_contact_only_to_contact_viewers(execution):
+    url = reverse(
+        "admin:workflows_app_workflow_execution_cancel",
+        args=[execution.workflow_id, execution.pk],
+    )
+    cancel = "workflows_app.cancel_execution"
+    hidden = client_for(VIEW_WORKFLOW, cancel).get(url).content.decode()
+    assert "ann@example.com" not in hidden and f"contact #{execution.contact_id}" in hidden
+    shown = client_for(VIEW_WORKFLOW, cancel, VIEW_CONTACT, username="ops").get(url)
+    assert "ann@example.com" in shown.content.decode()
 
 
 def test_the_execution_page_shows_contact_data_and_context_only_to_contact_viewers(execution):
     hidden = execution_page(client_for(VIEW_WORKFLOW), execution)
     assert hidden.status_code == 200
     html = hidden.content.decode()
-    assert "ann@example.com" in html  # who and where the run is stays visible...
+    assert "ann@example.com" not in html  # the contact is named by its id...
+    assert f"contact #{execution.contact_id}" in html
     assert "Update Contact" in html or "update_contact" in html
-    for secret in SECRETS:  # ...what the run knows about the contact does not
+    for secret in SECRETS:  # ...and what the run knows about the contact is not shown
         assert secret not in html
     assert 'id="wf-data-hidden"' in html
 
@@ -96,6 +127,7 @@ def test_the_execution_page_shows_contact_data_and_context_only_to_contact_viewe
     html = shown.content.decode()
     for secret in SECRETS:
         assert secret in html
+    assert "ann@example.com" in html
     assert 'id="wf-data-hidden"' not in html
 
 
@@ -113,6 +145,26 @@ def test_the_execution_admin_page_hides_context_and_step_outputs_without_contact
     assert shown.status_code == 200
     html = shown.content.decode()
     assert EVENT_SECRET in html and STEP_SECRET in html
+
+
+def test_the_execution_admin_names_the_contact_by_number_without_contact_view(execution):
+    listing = reverse("admin:workflows_app_execution_changelist")
+    page = reverse("admin:workflows_app_execution_change", args=[execution.pk])
+    hidden = client_for(VIEW_EXECUTION, VIEW_STEPRUN)
+    for response in (hidden.get(listing), hidden.get(page)):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "ann@example.com" not in html
+        assert f"contact #{execution.contact_id}" in html
+    # Searching by email would tell whose runs these are: ignored, and no search box.
+    searched = hidden.get(listing, {"q": "nobody-matches-this"})
+    assert f"contact #{execution.contact_id}" in searched.content.decode()
+    assert 'id="searchbar"' not in searched.content.decode()
+
+    ops = client_for(VIEW_EXECUTION, VIEW_STEPRUN, VIEW_CONTACT, username="ops")
+    assert "ann@example.com" in ops.get(listing).content.decode()
+    assert "ann@example.com" in ops.get(page).content.decode()
+    assert "ann@example.com" not in ops.get(listing, {"q": "nobody"}).content.decode()
 
 
 def test_field_suggestions_leave_out_contact_keys_without_contact_view(execution):
@@ -159,3 +211,22 @@ def test_a_test_send_for_a_real_contact_needs_contact_view(execution, template):
     )
     allowed.post(url, {"contact": "ann@example.com", "subject": "Hi {{ plan }}"})
     assert mail.outbox[-1].subject == f"[Test] Hi {CONTACT_SECRET}"
+
+
+def test_the_execution_page_hides_where_an_email_went_without_contact_view(
+    track, template, make_workflow
+):
+    make_workflow(
+        *chain(
+            {"key": "hello", "type": "send_email", "config": {"template": "Welcome"}},
+            {"key": "pause", "type": "delay", "config": {"amount": 1, "unit": "days"}},
+        )
+    )
+    assert track.post({"event": "user.signup", "email": "bea@example.com"}).status_code == 200
+    drain()
+    execution = Execution.objects.get(contact__email="bea@example.com")
+    assert execution.step_runs.filter(message__isnull=False).exists()  # an email went out
+    html = execution_page(client_for(VIEW_WORKFLOW), execution).content.decode()
+    assert "bea@example.com" not in html and f"contact #{execution.contact_id}" in html
+    shown = execution_page(client_for(VIEW_WORKFLOW, VIEW_CONTACT, username="ops"), execution)
+    assert "to bea@example.com" in shown.content.decode()

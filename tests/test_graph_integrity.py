@@ -1,8 +1,13 @@
 """Integrity of workflow graphs on every path: templates referenced by key, the lock held by
 database triggers (raw ORM writes included), no lost canvas updates, consistent reads, and no
-delete that orphans running work."""
+delete that orphans running work.
+
+These run on SQLite too (ALSO_ON_SQLITE in tests/conftest.py: `make run`'s database has its
+own triggers), except the concurrency tests (`pg_only`), which prove PostgreSQL's row locks."""
 
 import json
+import math
+import sys
 import threading
 import time
 
@@ -227,7 +232,7 @@ def test_an_active_execution_can_not_be_deleted_even_raw(locked_workflow):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_raw_change_and_a_starting_run_are_serialised():
+def test_a_raw_change_and_a_starting_run_are_serialised(pg_only):
     """A raw step change holds the workflow row; a run starting meanwhile waits for it, so the
     run never sees a half-changed graph and the change never lands under an active run."""
     workflow = workflow_create(
@@ -288,7 +293,7 @@ def test_a_stale_save_is_refused_saying_who_changed_what(db, template):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_of_two_concurrent_canvas_saves_one_wins_and_one_gets_409(live_server):
+def test_of_two_concurrent_canvas_saves_one_wins_and_one_gets_409(pg_only, live_server):
     import requests
 
     workflow = workflow_create(name="Draft", trigger_event="user.signup", graph=WAIT_GRAPH)
@@ -340,7 +345,7 @@ def test_of_two_concurrent_canvas_saves_one_wins_and_one_gets_409(live_server):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_graph_read_sees_a_save_wholly_or_not_at_all():
+def test_a_graph_read_sees_a_save_wholly_or_not_at_all(pg_only):
     workflow = workflow_create(name="Draft", trigger_event="user.signup", graph=WAIT_GRAPH)
     before_version, before = workflow_graph_snapshot(workflow)
     bigger = json.loads(json.dumps(WAIT_GRAPH))
@@ -619,3 +624,69 @@ def test_a_locked_workflow_takes_new_names_and_positions_and_nothing_else(
     )
     assert response.status_code == 409 and response.json()["locked"] is True
     assert workflow_graph_document(locked_workflow) == document
+
+
+# --- Finite positions, checked by the database --------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_the_database_refuses_a_non_finite_step_position(draft, value):
+    steps = Step.objects.filter(workflow=draft, key="pause")
+    message = refused(lambda: steps.update(position_x=value))
+    if not math.isnan(value):  # (SQLite stores NaN as NULL: NOT NULL refuses it first)
+        assert "step_position_finite" in message
+    refused(lambda: steps.update(position_y=value))
+    refused(lambda: Step.objects.create(workflow=draft, key="extra", type="exit", position_y=value))
+    with connection.cursor() as cursor:
+        refused(
+            lambda: cursor.execute(
+                "UPDATE workflows_app_step SET position_x = %s WHERE workflow_id = %s",
+                [value, draft.pk],
+            )
+        )
+    step = steps.get()
+    assert math.isfinite(step.position_x) and math.isfinite(step.position_y)
+    # Every finite number is still a position, the largest ones included.
+    steps.update(position_x=sys.float_info.max, position_y=-sys.float_info.max)
+    assert steps.values_list("position_x", "position_y").get() == (
+        sys.float_info.max,
+        -sys.float_info.max,
+    )
+
+
+def lift_the_position_check() -> None:
+    """As before migration 0011, inside this test's transaction only (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # (ALTER TABLE waits for none)
+        cursor.execute("ALTER TABLE workflows_app_step DROP CONSTRAINT step_position_finite")
+
+
+def test_the_migration_moves_non_finite_positions_to_0(draft, pg_only):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+
+    migration = importlib.import_module("workflows_app.migrations.0011_finite_step_positions")
+    lift_the_position_check()
+    Step.objects.filter(workflow=draft, key="pause").update(position_x=math.inf, position_y=7.5)
+    Step.objects.filter(workflow=draft, key="done").update(position_x=-1, position_y=math.nan)
+    migration.finite_positions(apps, SimpleNamespace(connection=connection))
+    rows = Step.objects.filter(workflow=draft).values_list("key", "position_x", "position_y")
+    positions = {key: (x, y) for key, x, y in rows}
+    assert positions == {"pause": (0, 7.5), "done": (-1, 0)}
+
+
+def test_the_canvas_sends_strict_json_even_for_a_non_finite_position(admin_client, draft, pg_only):
+    lift_the_position_check()
+    Step.objects.filter(workflow=draft, key="pause").update(position_x=math.inf)
+    Step.objects.filter(workflow=draft, key="done").update(position_y=math.nan)
+    response = admin_client.get(reverse("admin:workflows_app_workflow_canvas", args=[draft.pk]))
+    assert response.status_code == 200
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    state = json.loads(response.content, parse_constant=refuse)
+    positions = {s["key"]: s["position"] for s in state["graph"]["steps"]}
+    assert positions["pause"]["x"] == 0 and positions["done"]["y"] == 0

@@ -7,6 +7,8 @@ from unittest import mock
 
 import pytest
 import time_machine
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from contacts_app.models import Contact
@@ -429,6 +431,12 @@ def test_the_days_follow_time_zone(track, workflow):
         ({"from": "2029-01-01", "to": "2030-01-03"}, "from", "At most 366 days"),
         ({"goal": "x" * 256}, "goal", "at most 255"),
         ({"goal": "order\x00placed"}, "goal", "NUL"),
+        # Offsets Python takes but that leave datetime's years once in UTC.
+        ({"from": "9999-12-31T23:59:59-23:59"}, "from", "Out of range"),
+        ({"to": "9999-12-31T23:59:59-23:59"}, "to", "Out of range"),
+        ({"from": "0001-01-01T00:00:00+23:59"}, "from", "Out of range"),
+        ({"to": "0001-01-01T00:00:00+23:59"}, "to", "Out of range"),
+        ({"to": "2030-01-01T00:00:00+24:00"}, "to", "ISO 8601"),
     ],
 )
 def test_bad_input_names_its_field(params, field, message):
@@ -449,3 +457,45 @@ def test_366_days_and_a_goal_are_fine():
         2030, 1, 2, tzinfo=UTC
     )
     assert date(2030, 1, 2) - date(2029, 1, 1) == timedelta(days=366)
+
+
+HOSTILE_MOMENTS = [
+    ("from", "9999-12-31T23:59:59-23:59"),
+    ("to", "9999-12-31T23:59:59-23:59"),
+    ("from", "0001-01-01T00:00:00+23:59"),
+    ("to", "0001-01-01T00:00:00+23:59"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), HOSTILE_MOMENTS)
+def test_both_endpoints_answer_400_naming_the_field_to_a_moment_past_the_years(
+    workflow, secret_key, admin_client, field, value
+):
+    api = Client().get(
+        f"/v1/workflows/{workflow.pk}/stats",
+        {field: value},
+        HTTP_AUTHORIZATION=f"Bearer {secret_key}",
+    )
+    assert api.status_code == 400
+    error = api.json()["error"]
+    assert set(error["fields"]) == {field} and "Out of range" in error["fields"][field]
+
+    url = reverse("admin:workflows_app_workflow_canvas_stats", args=[workflow.pk])
+    canvas = admin_client.get(url, {field: value})
+    assert canvas.status_code == 400
+    assert canvas.json()["field"] == field and "Out of range" in canvas.json()["message"]
+
+
+def test_both_endpoints_read_an_offset_postgresql_refuses_as_its_moment(
+    workflow, secret_key, admin_client
+):
+    period = {"from": "2030-01-01T00:00:00-23:59", "to": "2030-01-05T00:00:00+16:00"}
+    api = Client().get(
+        f"/v1/workflows/{workflow.pk}/stats", period, HTTP_AUTHORIZATION=f"Bearer {secret_key}"
+    )
+    assert api.status_code == 200, api.content
+    assert api.json()["data"]["from"] == "2030-01-01T23:59:00+00:00"
+    assert api.json()["data"]["to"] == "2030-01-04T08:00:00+00:00"
+    url = reverse("admin:workflows_app_workflow_canvas_stats", args=[workflow.pk])
+    canvas = admin_client.get(url, period)
+    assert canvas.status_code == 200 and canvas.json()["from"] == "2030-01-01T23:59:00+00:00"

@@ -357,8 +357,20 @@ class StepRunInline(admin.TabularInline):
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        # A step's output carries contact data (Update Contact's result, a Condition's value).
-        return fields if admin_views.can_view_contacts(request) else _without(fields, "output")
+        if admin_views.can_view_contacts(request):
+            return fields
+        # A step's output carries contact data (Update Contact's result, a Condition's value),
+        # and a message is named by its recipient: its number instead.
+        return [
+            "message_ref" if field == "message" else field for field in _without(fields, "output")
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "message_ref")
+
+    @admin.display(description="Message")
+    def message_ref(self, obj):
+        return f"message #{obj.message_id}" if obj.message_id else "-"
 
 
 def _without(fields, name: str) -> list:
@@ -404,15 +416,35 @@ class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
     )
     exclude = ("once",)
 
+    # Who a run is for is contact data: users who may not view contacts see the contact's
+    # number (admin_views.contact_label), never its email, context or search by email.
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
-        return fields if admin_views.can_view_contacts(request) else _without(fields, "context")
+        if admin_views.can_view_contacts(request):
+            return fields
+        return ["contact_ref" if f == "contact" else f for f in _without(fields, "context")]
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "contact_ref")
+
+    def get_list_display(self, request):
+        shown = super().get_list_display(request)
+        if admin_views.can_view_contacts(request):
+            return shown
+        return ["contact_ref" if field == "contact" else field for field in shown]
+
+    def get_search_fields(self, request):
+        return super().get_search_fields(request) if admin_views.can_view_contacts(request) else ()
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip().lower()
-        if not term:
+        if not term or not admin_views.can_view_contacts(request):
             return queryset, False
         return queryset.filter(contact__email__contains=term), False
+
+    @admin.display(description="Contact")
+    def contact_ref(self, obj):
+        return f"contact #{obj.contact_id}"
 
     @admin.display(description="Waiting for")
     def waiting(self, obj):

@@ -7,6 +7,7 @@ executions_cancel_all, workflow_update). WorkflowAdmin.get_urls wires them in.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,12 @@ def can_view_contacts(request: HttpRequest) -> bool:
     return request.user.has_perm(CONTACT_VIEW_PERMISSION)
 
 
+def contact_label(request: HttpRequest, contact) -> str:
+    """Who a run is for, as this user may see it: the email with the contact view permission,
+    else the contact's id (enough to tell runs apart and to ask someone who may look)."""
+    return contact.email if can_view_contacts(request) else f"contact #{contact.pk}"
+
+
 def _workflow(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin) -> Workflow:
     workflow = get_object_or_404(Workflow, pk=workflow_id)
     if not model_admin.has_view_permission(request, workflow):
@@ -90,7 +97,7 @@ def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflow
             )
         state = canvas_state(workflow)
         state["can_change"] = model_admin.has_change_permission(request, workflow)
-        return JsonResponse(state)
+        return _canvas_json(state)
 
     if not model_admin.has_change_permission(request, workflow):
         return _json_error(403, "You may not change this workflow.")
@@ -131,7 +138,24 @@ def canvas_view(request: HttpRequest, workflow_id: int, *, model_admin: Workflow
         return _json_error(409, str(exc), conflict=True, graph_version=exc.current_version)
     state = canvas_state(workflow)
     state["ok"] = True
-    return JsonResponse(state)
+    return _canvas_json(state)
+
+
+def _canvas_json(state: dict[str, Any]) -> JsonResponse:
+    """Strict JSON: JSON.parse refuses Infinity and NaN, and one in the graph would leave the
+    canvas blank for good. The database refuses non-finite positions (migration 0011); a
+    number that is not finite all the same goes out as 0, a position the canvas can show."""
+    return JsonResponse(_finite(state), json_dumps_params={"allow_nan": False})
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def canvas_fields_view(request: HttpRequest, workflow_id: int, *, model_admin: WorkflowAdmin):
@@ -209,12 +233,17 @@ def _parse_cursor(raw: str) -> tuple[datetime, int] | None:
     when, _, pk = raw.rpartition("_")
     try:
         parsed = parse_datetime(when) if when else None
+        if parsed is not None:
+            # In UTC (a cursor without an offset is UTC already): Python takes offsets up to
+            # ±23:59, PostgreSQL only up to ±15:59, and the same instant in UTC is fine.
+            parsed = timezone.make_aware(parsed, UTC) if timezone.is_naive(parsed) else parsed
+            parsed = parsed.astimezone(UTC)
     except ValueError:  # well-formed but impossible, e.g. month 13
+        parsed = None
+    except OverflowError:  # in UTC, outside datetime's years 1-9999 (9999-12-31T23:59-23:59)
         parsed = None
     if parsed is None or not (pk.isascii() and pk.isdigit()) or int(pk) > MAX_ID:
         raise BadRequest("That page link is damaged: start again from the first page.")
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, UTC)
     return parsed, int(pk)
 
 
@@ -260,7 +289,9 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
     status = request.GET.get("status", "")
     if status not in STATUS_FILTERS:
         status = ""
-    q = request.GET.get("q", "").strip()
+    show_contacts = can_view_contacts(request)
+    # Searching by email would tell a user without the contact view whose runs these are.
+    q = request.GET.get("q", "").strip() if show_contacts else ""
     try:  # (NUL anywhere in the query string is refused earlier, by RejectNulQueryMiddleware)
         before = _parse_cursor(request.GET.get("before", ""))
         after = _parse_cursor(request.GET.get("after", ""))
@@ -281,7 +312,10 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
         keep = {"status": status, "q": q, **params}
         return "?" + "&".join(f"{k}={v}" for k, v in ((k, _quote(v)) for k, v in keep.items()) if v)
 
-    rows = [{"execution": e, "waiting": _waiting_text(e)} for e in page]
+    rows = [
+        {"execution": e, "waiting": _waiting_text(e), "contact": contact_label(request, e.contact)}
+        for e in page
+    ]
     active = workflow_active_count(workflow)
     context = {
         **model_admin.admin_site.each_context(request),
@@ -303,6 +337,7 @@ def executions_view(request: HttpRequest, workflow_id: int, *, model_admin: Work
         "first_url": link() if before or after else "",
         "active": active,
         "can_cancel": can_cancel(request),
+        "show_contacts": show_contacts,
     }
     return TemplateResponse(request, "admin/workflows_app/workflow/executions.html", context)
 
@@ -363,6 +398,7 @@ def execution_view(
         ],
         "waiting": _waiting_text(execution),
         "show_data": show_data,
+        "contact": contact_label(request, execution.contact),
         "context_json": _pretty(execution.context) if show_data else "",
         "contact_data_json": _pretty(execution.contact.data) if show_data else "",
         "can_cancel": can_cancel(request),
@@ -395,12 +431,13 @@ def execution_cancel_view(
         else:
             messages.warning(request, f"Execution #{execution.pk} had already ended.")
         return redirect(_safe_next(request) or back)
+    who = contact_label(request, execution.contact)
     return _confirm(
         model_admin,
         request,
         workflow,
         count=1 if execution.is_active else 0,
-        question=f"Cancel execution #{execution.pk} of {execution.contact.email}?",
+        question=f"Cancel execution #{execution.pk} of {who}?",
         back=_safe_next(request) or back,
     )
 

@@ -1,4 +1,5 @@
 import secrets
+import sys
 from datetime import datetime
 
 from django.db import models
@@ -8,6 +9,8 @@ from django.utils import timezone
 from contacts_app.models import Contact, Event
 from templates_app.models import Message, Template
 from templates_app.policy import validate_frequency_cap_override
+
+MAX_FLOAT = sys.float_info.max
 
 
 def step_type_choices() -> list[tuple[str, str]]:
@@ -111,6 +114,18 @@ class Step(models.Model):
         ordering = ["workflow", "id"]
         constraints = [
             models.UniqueConstraint(fields=["workflow", "key"], name="step_key_unique"),
+            # Finite positions only: JSON has no Infinity or NaN, so one stored would break
+            # the canvas. Bounded by the largest float, as NaN and infinities are not within
+            # it (PostgreSQL orders NaN above every number; SQLite stores NaN as NULL).
+            models.CheckConstraint(
+                condition=Q(
+                    position_x__gte=-MAX_FLOAT,
+                    position_x__lte=MAX_FLOAT,
+                    position_y__gte=-MAX_FLOAT,
+                    position_y__lte=MAX_FLOAT,
+                ),
+                name="step_position_finite",
+            ),
         ]
 
     def __str__(self) -> str:

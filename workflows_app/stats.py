@@ -61,6 +61,7 @@ MAX_GOAL = 255  # an event name's length
 MAX_REASON = 200  # characters of a skip's text that group it
 UNSUBSCRIBED_EVENT = "contact.unsubscribed"
 EARLIEST, LATEST = datetime(1000, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+OUT_OF_RANGE = f"Out of range: years {EARLIEST.year} to {LATEST.year - 1}."
 BAD_MOMENT = "Not a valid ISO 8601 date (2026-01-31) or date-time (2026-01-31T12:00:00Z)."
 
 SEND_EMAIL, SPLIT = "send_email", "split"
@@ -124,14 +125,18 @@ def _moment(raw: str, field: str, *, end: bool) -> datetime:
     if parsed is None:
         raise StatsInputError(field, BAD_MOMENT)
     moment = timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
-    # In UTC: Python takes offsets up to 23:59, PostgreSQL only up to 15:59.
-    return _in_range(moment.astimezone(UTC), field)
+    try:
+        # In UTC: Python takes offsets up to 23:59, PostgreSQL only up to 15:59.
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # past datetime's years 1-9999 in UTC: 9999-12-31T23:59:59-23:59
+        raise StatsInputError(field, OUT_OF_RANGE) from None
+    return _in_range(moment, field)
 
 
 def _in_range(moment: datetime, field: str) -> datetime:
     # Far from datetime's limits, so moving it by a period or a time zone can not overflow.
     if not EARLIEST <= moment < LATEST:
-        raise StatsInputError(field, f"Out of range: years {EARLIEST.year} to {LATEST.year - 1}.")
+        raise StatsInputError(field, OUT_OF_RANGE)
     return moment
 
 

@@ -31,6 +31,11 @@ class Inbox:
         return "250 OK"
 
 
+# What EMAIL_PROVIDER=smtp configures (config/settings.py): the product's backend, with its
+# deadline and its raw List-Unsubscribe header, not Django's stock one.
+SMTP_BACKEND = "templates_app.backends.SMTPBackend"
+
+
 @pytest.fixture
 def smtp(settings):
     with socket.socket() as probe:
@@ -39,7 +44,7 @@ def smtp(settings):
     inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = SMTP_BACKEND
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
     settings.EMAIL_PROVIDER_IDEMPOTENT = False
     yield inbox
@@ -122,6 +127,11 @@ def marketing(db, settings):
 def test_list_unsubscribe_reaches_the_smtp_server_raw_and_unsubscribes_in_one_click(
     smtp, contact, marketing
 ):
+    from django.core.mail import get_connection
+
+    from templates_app.backends import SMTPBackend
+
+    assert type(get_connection()) is SMTPBackend  # the backend the smtp provider uses
     message_send(idempotency_key="k1", template=marketing, contact=contact)
     [raw] = smtp.raw
     assert_one_click_unsubscribes(one_click_url(header_lines(raw)))
@@ -196,7 +206,7 @@ def test_a_server_that_can_not_be_reached_is_retried(contact, settings):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens there
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = SMTP_BACKEND
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
     template = Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="s", html="x")
     with pytest.raises(SendTransientError):
@@ -263,7 +273,7 @@ def test_a_server_answering_a_byte_at_a_time_holds_a_send_for_the_timeout_only(
     import time
 
     server = DrippingSmtp(slow)
-    settings.EMAIL_BACKEND = "templates_app.backends.SMTPBackend"
+    settings.EMAIL_BACKEND = SMTP_BACKEND
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.port, 1
     settings.EMAIL_PROVIDER_IDEMPOTENT = False
     template = Template.objects.create(name="T", type=Template.TRANSACTIONAL, subject="s", html="x")

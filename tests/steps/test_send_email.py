@@ -11,6 +11,7 @@ from django.utils import timezone
 from contacts_app.models import Contact
 from contacts_app.services import UNSUBSCRIBE_SALT
 from templates_app.models import Message, Template
+from templates_app.services import template_update
 from tests.conftest import chain, drain
 from tests.flow import T0, WorkerKilled, crash_after, execution_of, history, track_ok
 from workflows_app import engine
@@ -186,6 +187,39 @@ def test_it_checks_the_subscription_when_sending_not_when_the_run_started(
     assert mail.outbox == []
 
 
+def test_a_renamed_template_is_still_sent_by_the_steps_that_use_it(track, template, make_workflow):
+    """Steps point at their template by key: renaming it (as the admin and the API do, through
+    template_update) while a run waits before the send fails nothing, and the mail that goes
+    out is the renamed template's, for that run and for runs started after."""
+    delay = {"key": "pause", "type": "delay", "config": {"amount": 1, "unit": "hours"}}
+    workflow = make_workflow(*chain(delay, send()), name="Onboarding")
+    with time_machine.travel(T0, tick=False) as traveller:
+        track_ok(track, data={"firstName": "Ann"})
+        drain()
+        assert execution_of().status == Execution.WAITING and mail.outbox == []
+
+        template_update(
+            template=template, name="Welcome, renamed", subject="Renamed for {{ firstName }}"
+        )
+        track_ok(track, email="bob@example.com", data={"firstName": "Bob"})
+        for hours in (1, 2):  # Ann's delay ends, then Bob's
+            traveller.move_to(T0 + timedelta(hours=hours))
+            drain()
+
+    for email in ("ann@example.com", "bob@example.com"):
+        execution = execution_of(email)
+        assert execution.status == Execution.COMPLETED, execution.error
+        assert execution.step_runs.get(step_key="welcome").status == StepRun.COMPLETED
+    assert sorted((m.to[0], m.subject) for m in mail.outbox) == [
+        ("ann@example.com", "Renamed for Ann"),
+        ("bob@example.com", "Renamed for Bob"),
+    ]
+    assert set(Message.objects.values_list("template_id", flat=True)) == {template.pk}
+    # Documents name the template by its new name.
+    [exported] = document_export([workflow.name])["workflows"]
+    assert exported["steps"][1]["config"]["template"] == "Welcome, renamed"
+
+
 def test_it_sends_transactional_mail_to_an_unsubscribed_contact(track, receipt, make_workflow):
     make_workflow(*chain(send("receipt", "Receipt")), trigger="order.completed")
     track_ok(track, event="order.completed", subscribed=False, data={"order_id": "B-2"})
@@ -346,7 +380,7 @@ def test_a_contact_recipient_is_the_default_and_still_checks_the_subscription(
         ({"templateId": "Welcome"}, {"template": "Welcome"}),
         (
             {"templateId": "Welcome", "recipient": {"type": "CONTACT", "customEmail": ""}},
-            {"template": "Welcome", "recipient": {"type": "CONTACT"}},
+            {"template": "Welcome"},  # the contact is the default: one stored form
         ),
         (
             {"template": "Welcome", "recipient": {"type": "CUSTOM", "customEmail": " a@b.io "}},
