@@ -469,7 +469,8 @@ def test_a_run_claimed_by_a_worker_that_never_started_is_recovered(track, make_w
 # --- The clock --------------------------------------------------------------------------------
 
 
-def test_clock_tick_enqueues_claimed_runs_as_django_q_tasks(track, make_workflow):
+def test_clock_tick_enqueues_claimed_runs_as_django_q_tasks(settings, track, make_workflow):
+    settings.ENGINE_TASK_SIZE = 25
     make_workflow(*chain(update("first")))
     for i in range(30):
         track_ok(track, email=f"c{i}@example.com")
@@ -531,7 +532,8 @@ def test_the_clock_takes_its_limits_from_the_settings(track, make_workflow, sett
     assert clock.clock_tick(now=timezone.now()) == 0
 
 
-def test_clock_tick_claims_and_enqueues_in_one_transaction(track, make_workflow):
+def test_clock_tick_claims_and_enqueues_in_one_transaction(settings, track, make_workflow):
+    settings.ENGINE_TASK_SIZE = 25  # two tasks for the 30 runs: the second enqueue fails
     make_workflow(*chain(update("first")))
     for i in range(30):
         track_ok(track, email=f"c{i}@example.com")
