@@ -11,6 +11,10 @@
 - `contact_jobs_recover` (the clock's sweep) queues again unfinished jobs whose progress has
   not moved for CONTACT_JOB_STALL_SECONDS: a task lost with its worker does not leave its job
   "running" for ever.
+- A worker asked to stop (config/shutdown.py) ends the job's run after the batch in hand and
+  queues its continuation, as when its time is up: the next worker carries on at once, with no
+  stall to wait for. A job's task that the stopping worker had taken but not begun is queued
+  again untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
+from config import shutdown
 from config.broker import enqueue
 from contacts_app.jobs_csv import (
     IMPORT_MAX_BYTES,
@@ -196,9 +201,12 @@ def contact_job_task(job_id: str) -> str:
 
 
 def contact_job_run(*, job_id: Any, budget_seconds: float | None = None) -> str:
-    """Works on the job for up to `budget_seconds` (CONTACT_JOB_RUN_SECONDS), then queues its
-    continuation; returns the job's state. An unexpected error leaves the job for the sweep to
-    queue again, and fails it the MAX_RUN_ERRORS-th time."""
+    """Works on the job for up to `budget_seconds` (CONTACT_JOB_RUN_SECONDS), or until the
+    worker is asked to stop, then queues its continuation; returns the job's state. An
+    unexpected error leaves the job for the sweep to queue again, and fails it the
+    MAX_RUN_ERRORS-th time."""
+    if shutdown.requested():
+        return _hand_back(job_id)
     now = timezone.now()
     if not ContactJob.objects.filter(pk=job_id, state__in=ContactJob.UNFINISHED).update(
         state=ContactJob.RUNNING, updated_at=now
@@ -211,9 +219,22 @@ def contact_job_run(*, job_id: Any, budget_seconds: float | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 - recorded on the job, retried by the sweep
         log.exception("contact job %s stopped on an error", job_id)
         return _run_failed(job_id, exc)
-    if state == ContactJob.RUNNING:  # out of time, not out of work
+    if state == ContactJob.RUNNING:  # out of time (or the worker is stopping), not out of work
         _enqueue(job_id)
+        if shutdown.requested():
+            log.info("stopping: contact job %s handed back after its last batch", job_id)
     return state
+
+
+def _hand_back(job_id: Any) -> str:
+    """A stopping worker's answer to a job's task it had not begun: the task again, for the
+    next worker (this one's task is acknowledged and gone). Nothing of the job is touched."""
+    job = ContactJob.objects.filter(pk=job_id).only("state").first()
+    if job is None or job.state not in ContactJob.UNFINISHED:
+        return job.state if job else "missing"
+    _enqueue(job_id)
+    log.info("stopping: contact job %s handed back, not begun", job_id)
+    return job.state
 
 
 def _run_failed(job_id: Any, exc: Exception) -> str:
@@ -257,7 +278,8 @@ def _work(job_id: Any, deadline: float) -> str:
                     raise
         if finished:
             return ContactJob.COMPLETED
-        if time.monotonic() >= deadline:
+        # The batch is committed: a stop loses nothing by ending the run here.
+        if time.monotonic() >= deadline or shutdown.requested():
             return ContactJob.RUNNING
 
 

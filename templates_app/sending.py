@@ -15,6 +15,9 @@ still QUEUED after QUEUED_RETRY_SECONDS. A row left SENDING (the worker died whi
 follows the ledger's rule: sent again with the same key only to a provider that de-duplicates
 on it (EMAIL_PROVIDER_IDEMPOTENT), else marked UNKNOWN and never sent twice. The sweep also
 deletes the attachments' content once no row that may still be delivered or resent needs it.
+
+A worker asked to stop (config/shutdown.py) finishes the email in hand and queues the task's
+other rows again, still QUEUED, for the next worker to send at once (no sweep to wait for).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 from markdown_it import MarkdownIt
 
+from config import shutdown
 from contacts_app.models import Contact, IdempotencyKey
 from contacts_app.services import ContactDataTooLarge, contact_upsert
 from templates_app.models import Message, SendAttachments, Template
@@ -309,9 +313,13 @@ def _enqueue(ids: list[int]) -> None:
 
 def messages_deliver(ids: list[int]) -> int:
     """Delivers the queued rows among `ids`; returns how many were sent now. A row another
-    task claimed (or already sent) is left alone."""
+    task claimed (or already sent) is left alone. When the worker is asked to stop, the rows
+    not begun are queued again for the next worker."""
     sent = 0
-    for message_id in ids:
+    for index, message_id in enumerate(ids):
+        if shutdown.requested():
+            _hand_back(ids[index:])
+            break
         try:
             message = message_deliver_queued(message_id=message_id)
         except Exception:  # noqa: BLE001 - one broken row never stops the others
@@ -320,6 +328,20 @@ def messages_deliver(ids: list[int]) -> int:
         if message is not None and message.status == Message.SENT:
             sent += 1
     return sent
+
+
+def _hand_back(ids: list[int]) -> None:
+    """The rows among `ids` still QUEUED, in a new task: the next worker sends them at once.
+    They are only queued again, never claimed here, so none can be sent twice (a row is sent
+    by whoever moves it from QUEUED to SENDING). Should the enqueue fail, the sweep takes
+    them after QUEUED_RETRY_SECONDS, as any lost task's."""
+    queued = set(
+        Message.objects.filter(pk__in=ids, status=Message.QUEUED).values_list("pk", flat=True)
+    )
+    rest = [pk for pk in ids if pk in queued]
+    if rest:
+        _enqueue(rest)
+        log.info("stopping: handed back %d API send(s) not sent", len(rest))
 
 
 def message_deliver_queued(*, message_id: int) -> Message | None:

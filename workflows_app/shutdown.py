@@ -1,27 +1,32 @@
-"""A stop request shared by every process of one worker cluster.
-
-`manage.py qcluster` sets it when it is asked to stop (SIGTERM or SIGINT). The worker processes
-then finish the step they are in and hand every other run they hold back to the database, due
-at once (engine.executions_advance), so a surviving or restarted worker goes on without waiting
-for a lease to expire. Shared memory, created when this module is first imported: the qcluster
-command imports it before it forks the cluster, so all its processes see one flag.
-"""
+"""The worker cluster's stop request (config/shutdown.py), and a write the `qcluster` and
+`clock` commands can make whatever became of their output."""
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+from typing import Any
 
-_requested = multiprocessing.RawValue("b", 0)
+from config.shutdown import request, requested, reset
 
-
-def requested() -> bool:
-    return bool(_requested.value)
-
-
-def request() -> None:
-    _requested.value = 1
+__all__ = ["request", "requested", "reset", "say"]
 
 
-def reset() -> None:
-    """For tests running the engine in one process."""
-    _requested.value = 0
+def say(stream: Any, message: str) -> None:
+    """Writes a line to a management command's stdout or stderr, and flushes it.
+
+    A reader that has gone (the terminal closed, honcho killed, `| tee` interrupted) makes the
+    write fail with BrokenPipeError. A command that let it through would skip stopping its
+    cluster, and Python's exit would then wait for the cluster's processes for ever; so the
+    error is ignored, and the dead stream is pointed at /dev/null (as Python's documentation
+    advises for SIGPIPE) so that no later write, nor the flush at exit, fails again."""
+    try:
+        stream.write(message)
+        stream.flush()
+    except OSError:
+        out = getattr(stream, "_out", stream)  # the file behind Django's OutputWrapper
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a file descriptor (a test's StringIO): nothing to point elsewhere

@@ -3,6 +3,7 @@ import signal
 from django.core.management.base import BaseCommand
 
 from workflows_app.clock import clock_loop
+from workflows_app.shutdown import say
 
 
 class Command(BaseCommand):
@@ -21,6 +22,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.stdout.write("clock started")
+        # A stdout whose reader has gone (say ignores the failed write) does not stop the clock.
+        say(self.stdout, "clock started")
         clock_loop(stop_after=seconds, stopping=lambda: bool(received))
-        self.stdout.write(f"clock stopped ({received[0]})" if received else "clock stopped")
+        say(self.stdout, f"clock stopped ({received[0]})" if received else "clock stopped")

@@ -8,14 +8,18 @@ and the parent stops them in order - the same whether the signal reached the par
 the whole group:
 
 1. the shared stop request is set: each worker finishes the step it is in and hands every run
-   it holds but has not begun back to the database, due at once (no lease to wait for);
+   it holds but has not begun back to the database, due at once (no lease to wait for); a
+   contact job stops after the batch in hand and queues its continuation; API sends not yet
+   sent are queued again;
 2. the pusher stops taking tasks; tasks it already took go through the workers, which only hand
-   their runs back, and are acknowledged;
+   their work back (as above), and are acknowledged;
 3. workers and monitor exit, and so does this process.
 
-So a stop takes about as long as the longest step in progress (WEBHOOK_MAX_TIMEOUT_SECONDS,
-EMAIL_TIMEOUT). A second signal while stopping is ignored; SIGKILL is the supervisor's last
-resort, and then the runs come back through the lease sweep as after any crash.
+So a stop takes about as long as the longest step (or contact job batch, or email) in
+progress (WEBHOOK_MAX_TIMEOUT_SECONDS, EMAIL_TIMEOUT). The cluster is stopped however the
+parent's loop ends, also when its stdout's reader has gone (a failed write is ignored). A
+second signal while stopping is ignored; SIGKILL is the supervisor's last resort, and then the
+runs come back through the lease sweep as after any crash.
 """
 
 from __future__ import annotations
@@ -75,27 +79,38 @@ class Command(BaseCommand):
         )
         cluster.sentinel = sentinel
         sentinel.start()
-        self.stdout.write(f"qcluster {cluster.name} starting (pid {os.getpid()})")
-        # Written from here, after the fork, so no child inherits its database connection.
-        heartbeat = Heartbeat(ProcessHeartbeat.WORKER, name=cluster.name)
-        announced = False
-        while not signals and sentinel.is_alive():
-            if not announced and start_event.is_set():
-                self.stdout.write(f"qcluster {cluster.name} running")
-                announced = True
-            if announced:
-                heartbeat.beat_if_due()
-            time.sleep(0.1)
+        # Whatever ends the loop below - a signal, the sentinel's death, an error (the database
+        # gone, a write to a stdout whose reader has gone) - the cluster is stopped before this
+        # process exits: Python's exit would otherwise wait for the sentinel for ever.
+        heartbeat: Heartbeat | None = None
+        try:
+            shutdown.say(self.stdout, f"qcluster {cluster.name} starting (pid {os.getpid()})")
+            # Written from here, after the fork, so no child inherits its database connection.
+            heartbeat = Heartbeat(ProcessHeartbeat.WORKER, name=cluster.name)
+            announced = False
+            while not signals and sentinel.is_alive():
+                if not announced and start_event.is_set():
+                    shutdown.say(self.stdout, f"qcluster {cluster.name} running")
+                    announced = True
+                if announced:
+                    heartbeat.beat_if_due()
+                time.sleep(0.1)
+            if signals:
+                name = signal.Signals(signals[0]).name
+                shutdown.say(self.stdout, f"qcluster {cluster.name} stopping ({name})")
+        finally:
+            started = time.monotonic()
+            shutdown.request()
+            if sentinel.is_alive():
+                stop_event.set()
+                sentinel.join()
+            if heartbeat is not None:
+                heartbeat.stop()
         if not signals:
-            heartbeat.stop()
-            self.stderr.write(f"qcluster: the sentinel exited with code {sentinel.exitcode}")
+            shutdown.say(
+                self.stderr, f"qcluster: the sentinel exited with code {sentinel.exitcode}"
+            )
             raise SystemExit(1)
-        name = signal.Signals(signals[0]).name
-        self.stdout.write(f"qcluster {cluster.name} stopping ({name})")
-        started = time.monotonic()
-        shutdown.request()
-        if sentinel.is_alive():
-            stop_event.set()
-            sentinel.join()
-        heartbeat.stop()
-        self.stdout.write(f"qcluster {cluster.name} stopped in {time.monotonic() - started:.1f} s")
+        shutdown.say(
+            self.stdout, f"qcluster {cluster.name} stopped in {time.monotonic() - started:.1f} s"
+        )
