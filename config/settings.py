@@ -328,7 +328,7 @@ CLOCK_SWEEP_SECONDS = env_int("CLOCK_SWEEP_SECONDS", 60)
 # How often a clock makes the runs of a vanished worker (lease over) due again.
 CLOCK_RECOVER_SECONDS = env_int("CLOCK_RECOVER_SECONDS", 5)
 # The clock stops claiming while this many tasks wait for a worker (back-pressure).
-CLOCK_MAX_QUEUED_TASKS = env_int("CLOCK_MAX_QUEUED_TASKS", 40)
+CLOCK_MAX_QUEUED_TASKS = env_int("CLOCK_MAX_QUEUED_TASKS", 10)  # of ENGINE_TASK_SIZE runs
 # Runs per worker task: the clock hands them out in tasks of this many, and a task moves its
 # runs together (one write for all; up to ENGINE_CONCURRENCY side effects at a time, emails in
 # batches of EMAIL_BATCH_SIZE). A worker process takes one task at a time, so a task should be
