@@ -167,6 +167,32 @@ def test_the_execution_admin_names_the_contact_by_number_without_contact_view(ex
     assert "ann@example.com" not in ops.get(listing, {"q": "nobody"}).content.decode()
 
 
+def test_errors_lose_the_contact_data_they_quote_without_contact_view(execution):
+    # A refused recipient's address, a webhook receiver echoing its request, a URL rendered
+    # from the contact's fields: what a failure may quote of the contact.
+    execution.error = (
+        "Step 'notify' failed: provider refused the message: SMTPRecipientsRefused: "
+        f"{{'ann@example.com': (550, b'5.1.1 no such user')}}"
+    )
+    execution.save(update_fields=["error"])
+    run = execution.step_runs.order_by("id").first()
+    run.error = f'HTTP 422: {{"echo": {{"email": "ann@example.com", "plan": "{CONTACT_SECRET}"}}}}'
+    run.save(update_fields=["error"])
+    admin_page = reverse("admin:workflows_app_execution_change", args=[execution.pk])
+
+    hidden = client_for(VIEW_WORKFLOW, VIEW_EXECUTION, VIEW_STEPRUN)
+    for response in (execution_page(hidden, execution), hidden.get(admin_page)):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "ann@example.com" not in html and CONTACT_SECRET not in html
+        assert "SMTPRecipientsRefused" in html and "[address hidden]" in html  # what failed
+        assert "HTTP 422: [reply hidden]" in html
+
+    shown = client_for(VIEW_WORKFLOW, VIEW_EXECUTION, VIEW_STEPRUN, VIEW_CONTACT, username="ops")
+    for response in (execution_page(shown, execution), shown.get(admin_page)):
+        assert CONTACT_SECRET in response.content.decode()
+
+
 def test_field_suggestions_leave_out_contact_keys_without_contact_view(execution):
     url = reverse("admin:workflows_app_workflow_canvas_fields", args=[execution.workflow_id])
     fields = client_for(VIEW_WORKFLOW).get(url).json()["fields"]
@@ -230,3 +256,24 @@ def test_the_execution_page_hides_where_an_email_went_without_contact_view(
     assert "bea@example.com" not in html and f"contact #{execution.contact_id}" in html
     shown = execution_page(client_for(VIEW_WORKFLOW, VIEW_CONTACT, username="ops"), execution)
     assert "to bea@example.com" in shown.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (
+            "Step 'hook' failed: rendered URL 'https://x.test/u/ann@example.com?plan=gold': "
+            "refused: a private address",
+            "Step 'hook' failed: rendered URL [hidden]: refused: a private address",
+        ),
+        ("HTTP 500: upstream said ann@example.com", "HTTP 500: [reply hidden]"),
+        (
+            "gave up after 5 attempts; last: ConnectTimeout",
+            "gave up after 5 attempts; last: ConnectTimeout",
+        ),
+    ],
+)
+def test_what_an_error_keeps_of_the_failure_without_contact_data(error, shown):
+    from workflows_app.admin_views import error_redacted
+
+    assert error_redacted(error) == shown

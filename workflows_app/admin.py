@@ -360,13 +360,17 @@ class StepRunInline(admin.TabularInline):
         if admin_views.can_view_contacts(request):
             return fields
         # A step's output carries contact data (Update Contact's result, a Condition's value),
-        # and a message is named by its recipient: its number instead.
-        return [
-            "message_ref" if field == "message" else field for field in _without(fields, "output")
-        ]
+        # a message is named by its recipient (its number instead), and an error may quote
+        # contact data (admin_views.error_redacted).
+        swap = {"message": "message_ref", "error": "error_redacted"}
+        return [swap.get(field, field) for field in _without(fields, "output")]
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "message_ref")
+        return (*super().get_readonly_fields(request, obj), "message_ref", "error_redacted")
+
+    @admin.display(description="Error")
+    def error_redacted(self, obj):
+        return admin_views.error_redacted(obj.error)
 
     @admin.display(description="Message")
     def message_ref(self, obj):
@@ -422,10 +426,15 @@ class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
         fields = super().get_fields(request, obj)
         if admin_views.can_view_contacts(request):
             return fields
-        return ["contact_ref" if f == "contact" else f for f in _without(fields, "context")]
+        swap = {"contact": "contact_ref", "error": "error_redacted"}
+        return [swap.get(field, field) for field in _without(fields, "context")]
 
     def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "contact_ref")
+        return (*super().get_readonly_fields(request, obj), "contact_ref", "error_redacted")
+
+    @admin.display(description="Error")
+    def error_redacted(self, obj):
+        return admin_views.error_redacted(obj.error)
 
     def get_list_display(self, request):
         shown = super().get_list_display(request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,26 @@ def can_view_contacts(request: HttpRequest) -> bool:
     """Contact data, and what runs derive from it (execution context, step outputs), is shown
     only to users who may view contacts; the rest of a run (status, steps, errors) is not."""
     return request.user.has_perm(CONTACT_VIEW_PERMISSION)
+
+
+# What an error may quote of the contact: an address (a refused recipient), a webhook's reply
+# (receivers echo the request, whose default body is the contact), a URL rendered from fields.
+_ADDRESS = re.compile(r"[^\s<>'\"(),;:\[\]{}]+@[^\s<>'\"(),;:\[\]{}]+")
+_REPLY = re.compile(r"(HTTP \d{3}): .*", re.S)
+_RENDERED_URL = re.compile(r"rendered URL (['\"]).*?\1(?=: )", re.S)
+
+
+def error_redacted(text: str) -> str:
+    """An error without the contact data it may quote; the kind of failure stays."""
+    text = _REPLY.sub(r"\1: [reply hidden]", text)
+    text = _RENDERED_URL.sub("rendered URL [hidden]", text)
+    return _ADDRESS.sub("[address hidden]", text)
+
+
+def error_shown(request: HttpRequest, text: str) -> str:
+    """An execution's or a step's error as this user may see it (whole with the contact view
+    permission, else error_redacted)."""
+    return text if not text or can_view_contacts(request) else error_redacted(text)
 
 
 def contact_label(request: HttpRequest, contact) -> str:
@@ -393,11 +414,13 @@ def execution_view(
                 "run": run,
                 "name": (run.step.name or run.step.key) if run.step else run.step_key,
                 "output": _pretty(run.output) if run.output is not None and show_data else "",
+                "error": error_shown(request, run.error),
             }
             for run in runs
         ],
         "waiting": _waiting_text(execution),
         "show_data": show_data,
+        "execution_error": error_shown(request, execution.error),
         "contact": contact_label(request, execution.contact),
         "context_json": _pretty(execution.context) if show_data else "",
         "contact_data_json": _pretty(execution.contact.data) if show_data else "",
