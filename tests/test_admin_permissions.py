@@ -172,7 +172,7 @@ def test_errors_lose_the_contact_data_they_quote_without_contact_view(execution)
     # from the contact's fields: what a failure may quote of the contact.
     execution.error = (
         "Step 'notify' failed: provider refused the message: SMTPRecipientsRefused: "
-        f"{{'ann@example.com': (550, b'5.1.1 no such user')}}"
+        "{'ann@example.com': (550, b'5.1.1 no such user')}"
     )
     execution.save(update_fields=["error"])
     run = execution.step_runs.order_by("id").first()

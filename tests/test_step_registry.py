@@ -1,8 +1,10 @@
 """A step type owns itself: adding one means writing its module and registering it, nothing
-else. This test adds a small type with a config-dependent branch and a config schema, and no
-canvas code of its own (the canvas edits it as JSON), and runs it through every layer: the
-palette, graph validation, the canvas's endpoints, the save, the file format and the engine.
-Its ports on the canvas itself: tests/browser/test_canvas_branch_rules.py."""
+else. This test adds a small type with a config-dependent branch, a config schema (the canvas
+edits it with the form it generates from that schema: it names no hand-written `form`) and its
+own account of a dry-run visit, and runs it through every layer: the palette, graph
+validation, the canvas's endpoints, the save, the file format, the dry run and the engine.
+On the canvas itself (its generated form and its ports):
+tests/browser/test_canvas_branch_rules.py."""
 
 import json
 
@@ -17,6 +19,7 @@ from workflows_app.files import document_export, document_import
 from workflows_app.graph import GraphError, workflow_save_graph
 from workflows_app.models import Step, StepRun, step_type_choices
 from workflows_app.services import workflow_create
+from workflows_app.simulate import simulation_parse, workflow_simulate
 from workflows_app.steps import STEP_TYPES
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
 
@@ -41,6 +44,9 @@ class PlanCheck(StepType):
             return Outcome(kind="next", branch="unknown", output={"plan": None})
         branch = "match" if plan == ctx.config.plan else "other"
         return Outcome(kind="next", branch=branch, output={"plan": plan})
+
+    def dry_run_detail(self, config, outcome, *, contact, context):
+        return {"looked_for": config.plan, "plan": contact.data.get("plan"), "took": outcome.branch}
 
 
 @pytest.fixture
@@ -76,6 +82,11 @@ def test_the_palette_describes_it_for_the_canvas(plan_check):
     assert described["branch_requires"] == {"unknown": "fallback"}
     assert described["waits"] is False
     assert set(described["config_schema"]["properties"]) == {"plan", "fallback"}
+    assert described["form"] == ""  # no hand-written form: the canvas generates one
+    # The built-in types name their hand-written canvas forms (ConfigPanel.jsx FORMS).
+    forms = {k["type"]: k["form"] for k in canvas_palette()}
+    assert forms["condition"] == "condition"
+    assert forms["split"] == "split"
     assert ("plan_check", "Plan check") in step_type_choices()
 
 
@@ -150,3 +161,22 @@ def test_the_canvas_endpoints_describe_it_and_refuse_a_port_its_config_lacks(
         "plan": "pro",
         "fallback": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"plan": "pro"}, {"looked_for": "pro", "plan": "pro", "took": "match"}),
+        ({}, {"looked_for": "pro", "plan": None, "took": "unknown"}),
+    ],
+)
+def test_the_dry_run_shows_its_own_account_of_a_visit(db, plan_check, data, detail):
+    workflow = workflow_create(name="Plans", trigger_event="user.signup", graph=graph(True))
+    result = workflow_simulate(
+        workflow=workflow, request=simulation_parse({"contact": {"data": data}})
+    )
+    visits = {p["step"]: p for p in result["path"]}
+    assert visits["check"]["detail"] == detail
+    # A type without the hook: the dry run's own account (here, the contact change).
+    route = {"match": "pro"}.get(detail["took"], detail["took"])
+    assert visits[route]["detail"]["set"] == {"route": route}

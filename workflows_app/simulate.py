@@ -45,7 +45,6 @@ from workflows_app.simulate_request import (
     track_data_split,
 )
 from workflows_app.steps.base import Outcome, StepFailed, StepHold, StepRetry
-from workflows_app.steps.condition import MISSING, evaluate, resolve
 from workflows_app.track import event_name_reserved
 
 __all__ = [
@@ -246,44 +245,14 @@ class _DryRun:
     def detail(
         self, step: GraphStep, outcome: Outcome, context: dict[str, Any], *, emails, webhooks
     ) -> dict[str, Any]:
-        """What the panel shows for a visit: a Condition's values, a Split's weights, an
-        email's or webhook's index in the lists, a skip's reason; else the step's output."""
-        cfg, kind = step.config, step.kind.type
-        if kind == "condition":
-            actual = resolve(cfg.field, self.ex.contact, context)
-            seen = None if actual is MISSING else actual
-            if cfg.mode == "binary":
-                return {
-                    "field": cfg.field,
-                    "operator": cfg.operator,
-                    "expected": cfg.value,
-                    "actual": seen,
-                    "present": actual is not MISSING,
-                    "result": outcome.branch == "yes",
-                    "branch": outcome.branch,
-                }
-            return {
-                "field": cfg.field,
-                "actual": seen,
-                "present": actual is not MISSING,
-                "branches": [
-                    {
-                        "id": b.id,
-                        "name": b.name,
-                        "operator": b.operator,
-                        "expected": b.value,
-                        "result": evaluate(b.operator, actual, b.value),
-                    }
-                    for b in cfg.branches
-                ],
-                "branch": outcome.branch,
-            }
-        if kind == "split":
-            return {
-                "branch": outcome.branch,
-                "weights": {b.id: b.weight for b in cfg.branches},
-                "bucket": (outcome.output or {}).get("bucket"),
-            }
+        """What the panel shows for a visit: the step type's own account if it gives one
+        (StepType.dry_run_detail: a Condition's values, a Split's weights), else an email's or
+        webhook's index in the lists, a skip's reason, or the step's output."""
+        own = step.kind.dry_run_detail(
+            step.config, outcome, contact=self.ex.contact, context=context
+        )
+        if own is not None:
+            return own
         if outcome.skipped:
             reason = (outcome.output or {}).get("skipped", "")
             return {"skipped": True, "reason": reason}

@@ -1,9 +1,11 @@
 // The side panel: the selected step's name and config form, its outputs and its errors.
-// Field lists, enums and labels come from the step type's JSON schema (the server's STEP_TYPES).
+// The form is the one the step type names (describe()'s `form`), else one generated from its
+// config's JSON schema; field lists, enums and labels come from that schema either way.
 import React, { useState } from 'react';
 import { isSet, portsFor } from './graph.js';
 import { ConditionForm } from './ConditionForm.jsx';
 import { SplitForm } from './SplitForm.jsx';
+import { JsonForm, SchemaForm } from './SchemaForm.jsx';
 import { choices, Field, showValue } from './fields.jsx';
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
@@ -260,26 +262,8 @@ function ExitForm({ config, set, disabled, err, schema }) {
   );
 }
 
-// A step type the canvas has no form for yet still gets edited, as JSON against its schema.
-function JsonForm({ config, set, disabled, err }) {
-  const [text, setText] = useState(JSON.stringify(config, null, 2));
-  const [bad, setBad] = useState('');
-  return (
-    <Field label="Config (JSON)" id="cfg-json" error={bad || err('')}>
-      <textarea id="cfg-json" rows="8" value={text} disabled={disabled}
-        onChange={(e) => {
-          setText(e.target.value);
-          try {
-            set(JSON.parse(e.target.value));
-            setBad('');
-          } catch {
-            setBad('Not valid JSON yet.');
-          }
-        }} />
-    </Field>
-  );
-}
-
+// The hand-written forms, by the name a step type gives as its `form` (StepType.form); a type
+// that names none gets SchemaForm, generated from its config's JSON schema.
 const FORMS = {
   send_email: SendEmailForm,
   delay: DelayForm,
@@ -322,7 +306,9 @@ export function ConfigPanel({ node, kind, errors, readOnly, nameReadOnly, templa
     const hit = errors.find((e) => e.field === (field ? `config.${field}` : 'config'));
     return hit ? hit.message : '';
   };
-  const Form = FORMS[node.data.stepType] || JsonForm;
+  // The type's own form if it names one the canvas has; else one generated from its schema;
+  // a step of a type the server no longer describes: its config as JSON.
+  const Form = FORMS[kind?.form] || (kind?.config_schema ? SchemaForm : JsonForm);
   const other = errors.filter((e) => !e.field || !e.field.startsWith('config'));
   return (
     <aside className="wf-panel" aria-label="Step settings" data-testid="config-panel" key={node.id}>

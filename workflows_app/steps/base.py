@@ -201,6 +201,10 @@ class StepType:
     # the template's name; in the database the step points at the template by key instead
     # (Step.template), so a rename is safe and a template in use can not be deleted.
     template_field: ClassVar[str] = ""
+    # How the canvas edits the config: "" is a form generated from the config's JSON schema
+    # (static/canvas/SchemaForm.jsx); a name picks a hand-written form from the canvas's FORMS
+    # (static/canvas/ConfigPanel.jsx), for a config a generated form would edit badly.
+    form: ClassVar[str] = ""
 
     def parse_config(self, raw: Any) -> Any:
         if not isinstance(raw, dict):
@@ -257,9 +261,18 @@ class StepType:
             raise StepFailed(f"gave up after {attempt} attempts; last: {error}")
         raise StepRetry(error, self.retry_policy.retry_at(attempt, ctx.now, retry_after))
 
+    def dry_run_detail(
+        self, config: Any, outcome: Outcome, *, contact: Contact, context: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the dry run shows for a visit that needs explaining (a Condition's values, a
+        Split's weights), from the parsed config, the visit's outcome, the contact and the
+        execution's context as the step saw them. None: the dry run's own account (the email
+        or webhook it recorded, the contact change, a skip's reason, else the output)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the canvas needs to draw and edit the type: label, branches and their rules,
-        whether it waits, its template field and the config's JSON schema (the form)."""
+        whether it waits, its template field, its form and the config's JSON schema."""
         return {
             "type": self.type,
             "label": self.label,
@@ -271,5 +284,6 @@ class StepType:
             "side_effects": self.side_effects,
             "waits_on_network": self.waits_on_network,
             "template_field": self.template_field,
+            "form": self.form,
             "config_schema": self.Config.model_json_schema(),
         }

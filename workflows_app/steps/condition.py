@@ -14,11 +14,14 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType
+
+if TYPE_CHECKING:
+    from contacts_app.models import Contact
 
 # Our names before Plunk's: accepted on input, stored as Plunk's (migration 0006 rewrote them).
 LEGACY_OPERATORS = {
@@ -306,6 +309,7 @@ class Condition(StepType):
     label = "Condition"
     description = "Branch on a contact field or event data: yes / no, or several named branches."
     Config = ConditionConfig
+    form = "condition"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     # The binary branches. In mode "multi" the branches are the config's list plus `default`
     # (branch_list tells the canvas; branches_for tells everything else).
     branches = ("yes", "no")
@@ -337,6 +341,39 @@ class Condition(StepType):
                 {"id": b.id, "name": b.name} | comparison(b.operator, b.value)
                 for b in parsed.branches
             ],
+        }
+
+    def dry_run_detail(
+        self, config: Any, outcome: Outcome, *, contact: Contact, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The field's value as the step saw it and each comparison's result."""
+        actual = resolve(config.field, contact, context)
+        seen = None if actual is MISSING else actual
+        if config.mode == "binary":
+            return {
+                "field": config.field,
+                "operator": config.operator,
+                "expected": config.value,
+                "actual": seen,
+                "present": actual is not MISSING,
+                "result": outcome.branch == "yes",
+                "branch": outcome.branch,
+            }
+        return {
+            "field": config.field,
+            "actual": seen,
+            "present": actual is not MISSING,
+            "branches": [
+                {
+                    "id": b.id,
+                    "name": b.name,
+                    "operator": b.operator,
+                    "expected": b.value,
+                    "result": evaluate(b.operator, actual, b.value),
+                }
+                for b in config.branches
+            ],
+            "branch": outcome.branch,
         }
 
     def run(self, ctx: RunContext) -> Outcome:

@@ -6,6 +6,7 @@ class Delay(StepType):
     label = "Delay"
     description = "Wait for a fixed time, then continue."
     Config = Duration
+    form = "delay"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     waits = True
 
     def run(self, ctx: RunContext) -> Outcome:

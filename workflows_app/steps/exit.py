@@ -17,6 +17,7 @@ class Exit(StepType):
     label = "Exit"
     description = "End the run here, with an optional reason."
     Config = ExitConfig
+    form = "exit"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     branches = ()
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:

@@ -101,6 +101,7 @@ class SendEmail(StepType):
     label = "Send Email"
     description = "Send a template to the contact, or to a fixed address."
     Config = SendEmailConfig
+    form = "send_email"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     side_effects = True
     waits_on_network = True
     template_field = "template"

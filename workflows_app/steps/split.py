@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, PlainValidator, WithJsonSchema, field_validator
 
 from workflows_app.steps.base import Outcome, RunContext, StepConfig, StepType, _positive_number
+
+if TYPE_CHECKING:
+    from contacts_app.models import Contact
 from workflows_app.steps.condition import BranchId
 
 MIN_BRANCHES, MAX_BRANCHES = 2, 10
@@ -85,6 +88,7 @@ class Split(StepType):
     label = "A/B Split"
     description = "Send each contact down one of several weighted branches, always the same one."
     Config = SplitConfig
+    form = "split"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     branches = ()  # none fixed: one per item of the config's `branches`
     branch_list = {"field": "branches", "id": "id", "label": "id", "when": {}, "extra": []}
 
@@ -93,6 +97,16 @@ class Split(StepType):
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:
         return {"branches": [{"id": b.id, "weight": b.weight} for b in parsed.branches]}
+
+    def dry_run_detail(
+        self, config: Any, outcome: Outcome, *, contact: Contact, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The branch taken, every branch's weight and where the contact fell."""
+        return {
+            "branch": outcome.branch,
+            "weights": {b.id: b.weight for b in config.branches},
+            "bucket": (outcome.output or {}).get("bucket"),
+        }
 
     def run(self, ctx: RunContext) -> Outcome:
         # A contact that is not stored (a dry run's made-up one) has no key yet: its address

@@ -61,6 +61,7 @@ class UpdateContact(StepType):
     label = "Update Contact"
     description = "Set or remove contact data, or change the subscription."
     Config = UpdateContactConfig
+    form = "update_contact"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     side_effects = True
 
     def stored_config(self, raw: dict[str, Any], parsed: Any) -> dict[str, Any]:

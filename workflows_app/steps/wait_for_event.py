@@ -60,6 +60,7 @@ class WaitForEvent(StepType):
     label = "Wait for Event"
     description = "Wait until the contact does something, or a timeout passes."
     Config = WaitForEventConfig
+    form = "wait_for_event"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     branches = ("event", "timeout")
     branch_requires = {"timeout": "timeout"}
     waits = True

@@ -126,6 +126,7 @@ class Webhook(StepType):
     label = "Webhook"
     description = "Call a URL with the contact and event data."
     Config = WebhookConfig
+    form = "webhook"  # hand-written: static/canvas/ConfigPanel.jsx FORMS
     side_effects = True
     waits_on_network = True
 
