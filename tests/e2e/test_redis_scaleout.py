@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 RUNS = 300
 WORKERS = 2  # worker processes per cluster
 CONCURRENCY = 4  # sends at a time per worker process (ENGINE_CONCURRENCY)
+TASK = 25  # runs per task (ENGINE_TASK_SIZE): a dozen tasks, so both clusters hold some
 LEASE = 10  # seconds (ENGINE_LEASE_SECONDS), renewed while a task runs
 RECOVER = 1  # seconds between the clock's looks for expired leases (CLOCK_RECOVER_SECONDS)
 FINISH_WITHIN = 90  # seconds from the kill until the last run ends
@@ -69,6 +70,7 @@ def test_two_clusters_and_two_clocks_on_redis_survive_kill_9_of_one_of_each(
         Q_BROKER_URL=redis_url,
         Q_WORKERS=str(WORKERS),
         ENGINE_CONCURRENCY=str(CONCURRENCY),
+        ENGINE_TASK_SIZE=str(TASK),
         ENGINE_LEASE_SECONDS=str(LEASE),
         CLOCK_RECOVER_SECONDS=str(RECOVER),
     )
@@ -151,7 +153,7 @@ def test_two_clusters_and_two_clocks_on_redis_survive_kill_9_of_one_of_each(
     client = redis.Redis.from_url(redis_url)
     pushes = int(client.info("commandstats").get("cmdstat_rpush", {}).get("calls", 0))
     client.close()
-    assert pushes >= RUNS // 100, pushes  # a task per ENGINE_TASK_SIZE (100) runs, at least
+    assert pushes >= RUNS // TASK, pushes  # a task per TASK runs, at least
     print(
         f"kill at (emails received, runs): {at_kill}; all {RUNS} runs finished "
         f"{finished_after:.1f} s after it; recovered after their lease: {recovered}; "
