@@ -19,6 +19,7 @@ from templates_app.services import (
     SendTransientError,
     message_resend,
     template_preview,
+    template_problems_of,
     template_send_test,
 )
 
@@ -247,12 +248,7 @@ class TemplateAdmin(admin.ModelAdmin):
             if fields.get("type") == Template.TRANSACTIONAL
             else Template.MARKETING,
         )
-        problems = template_problems(
-            subject=template.subject,
-            html_body=template.html,
-            text_body=template.text,
-            mjml_body=template.mjml,
-        )
+        problems = template_problems_of(template)
         if problems:
             errors = [_error(p.field, p.message, p.line) for p in problems]
             return _preview_reply(errors=errors, checks=_checks(request, template), status=400)
@@ -292,12 +288,7 @@ class TemplateAdmin(admin.ModelAdmin):
         for name in ("subject", "html", "mjml", "text"):
             if name in request.POST:
                 setattr(template, name, request.POST[name])
-        problems = template_problems(
-            subject=template.subject,
-            html_body=template.html,
-            text_body=template.text,
-            mjml_body=template.mjml,
-        )
+        problems = template_problems_of(template)
         if problems:
             listed = "; ".join(f"{p.field}: {p.message}" for p in problems)
             messages.error(request, f"Not sent: fix the template first ({listed}).")

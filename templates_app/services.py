@@ -36,7 +36,13 @@ from templates_app.backends import BatchAnswerUnreadable, LedgerEmail
 from templates_app.mjml import mjml_display_html
 from templates_app.models import Message, Template
 from templates_app.policy import FrequencyCap, frequency_cap_check
-from templates_app.rendering import Rendered, TemplateError, render, template_problems
+from templates_app.rendering import (
+    Problem,
+    Rendered,
+    TemplateError,
+    render,
+    template_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +205,27 @@ def message_send(
     rendered = template_render(
         template=template, contact=contact, context=context, workflow_name=workflow_name
     )
-    try:
-        with transaction.atomic():
-            if frequency_cap and template.type == Template.MARKETING and to_email is None:
-                frequency_cap_check(contact=contact, cap=frequency_cap, now=timezone.now())
-            message = _ledger_row(idempotency_key, template, contact, to_email, rendered)
-            message.save(force_insert=True)
-    except IntegrityError:
+    message = _ledger_row(idempotency_key, template, contact, to_email, rendered)
+    if not _row_insert(message, template, to_email, frequency_cap):
         # Another worker took this key a moment ago: it sends, we do not.
         return SendResult(Message.objects.get(idempotency_key=idempotency_key), sent_now=False)
     return SendResult(_deliver(message, template, contact), sent_now=True)
+
+
+def _row_insert(
+    row: Message, template: Template, to_email: str | None, cap: FrequencyCap | None
+) -> bool:
+    """Commits a ledger row ("sending"), the frequency cap checked first in its transaction
+    (marketing mail to the contact only: under the contact's row lock); False when another
+    worker holds the key. Raises FrequencyCapped, or what the database refuses."""
+    try:
+        with transaction.atomic():
+            if cap and template.type == Template.MARKETING and to_email is None:
+                frequency_cap_check(contact=row.contact, cap=cap, now=timezone.now())
+            row.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _send_again(existing: Message, template: Template, contact: Contact) -> SendResult:
@@ -338,23 +355,14 @@ def _insert_rows(
     def insert_one(index: int, row: Message) -> None:
         item = items[index]
         try:
-            with transaction.atomic():
-                # As message_send: marketing mail to the contact only.
-                if (
-                    item.frequency_cap is not None
-                    and item.template.type == Template.MARKETING
-                    and item.to_email is None
-                ):
-                    frequency_cap_check(
-                        contact=item.contact, cap=item.frequency_cap, now=timezone.now()
-                    )
-                row.save(force_insert=True)
-        except IntegrityError:
-            taken(index, row)
+            inserted = _row_insert(row, item.template, item.to_email, item.frequency_cap)
         except Exception as exc:  # noqa: BLE001 - this email's outcome (FrequencyCapped, ...)
             results[index] = exc
-        else:
+            return
+        if inserted:
             mine.append((index, row))
+        else:
+            taken(index, row)
 
     def taken(index: int, row: Message) -> None:
         theirs = Message.objects.filter(idempotency_key=row.idempotency_key).first()
@@ -893,16 +901,21 @@ class TemplateInUse(Exception):
         )
 
 
-def template_prepare(template: Template) -> None:
-    """Checks the template before a save (TemplateError {field: "Liquid syntax error, line N:
-    ..."} or {"mjml": "MJML error, line N: ..."}) and, for an MJML template, derives its
-    `html` from the MJML (see Template.html)."""
-    problems = template_problems(
+def template_problems_of(template: Template) -> list[Problem]:
+    """template_problems for a template's fields as they are now (saved or not)."""
+    return template_problems(
         subject=template.subject,
         html_body=template.html,
         text_body=template.text,
         mjml_body=template.mjml,
     )
+
+
+def template_prepare(template: Template) -> None:
+    """Checks the template before a save (TemplateError {field: "Liquid syntax error, line N:
+    ..."} or {"mjml": "MJML error, line N: ..."}) and, for an MJML template, derives its
+    `html` from the MJML (see Template.html)."""
+    problems = template_problems_of(template)
     if not template.mjml and not template.html.strip():
         raise TemplateError({"html": "An HTML body or an MJML source is required."})
     if problems:

@@ -336,7 +336,32 @@ class WorkflowAdmin(RefuseBusyDeletes, admin.ModelAdmin):
         workflow_delete(workflow=obj)
 
 
-class StepRunInline(admin.TabularInline):
+class ContactDataHidden:
+    """For users who may not view contacts (admin_views.can_view_contacts): the fields that
+    carry contact data are left out (`contact_hidden`) or shown through a read-only stand-in
+    (`contact_swapped`: field -> method), e.g. a contact's number for its email."""
+
+    contact_hidden: tuple[str, ...] = ()
+    contact_swapped: dict[str, str] = {}
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)  # type: ignore[misc]
+        if admin_views.can_view_contacts(request):
+            return fields
+        swapped = self.contact_swapped
+        return [swapped.get(f, f) for f in fields if f not in self.contact_hidden]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)  # type: ignore[misc]
+        return (*readonly, *self.contact_swapped.values())
+
+    @admin.display(description="Error")
+    def error_redacted(self, obj):
+        """An error may quote contact data (admin_views.error_redacted)."""
+        return admin_views.error_redacted(obj.error)
+
+
+class StepRunInline(ContactDataHidden, admin.TabularInline):
     model = StepRun
     fields = (
         "step_key",
@@ -355,34 +380,18 @@ class StepRunInline(admin.TabularInline):
     max_num = 0
     can_delete = False
 
-    def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        if admin_views.can_view_contacts(request):
-            return fields
-        # A step's output carries contact data (Update Contact's result, a Condition's value),
-        # a message is named by its recipient (its number instead), and an error may quote
-        # contact data (admin_views.error_redacted).
-        swap = {"message": "message_ref", "error": "error_redacted"}
-        return [swap.get(field, field) for field in _without(fields, "output")]
-
-    def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "message_ref", "error_redacted")
-
-    @admin.display(description="Error")
-    def error_redacted(self, obj):
-        return admin_views.error_redacted(obj.error)
+    # A step's output carries contact data (Update Contact's result, a Condition's value), and
+    # a message is named by its recipient: its number instead.
+    contact_hidden = ("output",)
+    contact_swapped = {"message": "message_ref", "error": "error_redacted"}
 
     @admin.display(description="Message")
     def message_ref(self, obj):
         return f"message #{obj.message_id}" if obj.message_id else "-"
 
 
-def _without(fields, name: str) -> list:
-    return [field for field in fields if field != name]
-
-
 @admin.register(Execution)
-class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
+class ExecutionAdmin(ContactDataHidden, RefuseBusyDeletes, admin.ModelAdmin):
     list_display = (
         "id",
         "workflow",
@@ -422,19 +431,8 @@ class ExecutionAdmin(RefuseBusyDeletes, admin.ModelAdmin):
 
     # Who a run is for is contact data: users who may not view contacts see the contact's
     # number (admin_views.contact_label), never its email, context or search by email.
-    def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
-        if admin_views.can_view_contacts(request):
-            return fields
-        swap = {"contact": "contact_ref", "error": "error_redacted"}
-        return [swap.get(field, field) for field in _without(fields, "context")]
-
-    def get_readonly_fields(self, request, obj=None):
-        return (*super().get_readonly_fields(request, obj), "contact_ref", "error_redacted")
-
-    @admin.display(description="Error")
-    def error_redacted(self, obj):
-        return admin_views.error_redacted(obj.error)
+    contact_hidden = ("context",)
+    contact_swapped = {"contact": "contact_ref", "error": "error_redacted"}
 
     def get_list_display(self, request):
         shown = super().get_list_display(request)

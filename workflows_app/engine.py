@@ -1027,6 +1027,12 @@ def _resume_group(kind: StepType, advs: list[_Advance]) -> _Moved:
     return moved
 
 
+def _batch_size(kind: StepType, known: dict[StepType, int]) -> int:
+    if kind not in known:
+        known[kind] = kind.batch_size()
+    return known[kind]
+
+
 def _groups(advs: list[_Advance], size: int) -> list[list[_Advance]]:
     """`advs` cut into as few groups of at most `size` as possible, of even sizes."""
     count = -(-len(advs) // size)
@@ -1091,6 +1097,7 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                 batch, ready[:] = sorted(ready, key=lambda a: a.ex.pk), []
                 written = _write_or_each(batch, trouble)
                 together: dict[StepType, list[_Advance]] = {}
+                sizes: dict[StepType, int] = {}  # batch_size(), asked once per type and write
                 for adv in batch:
                     if adv in trouble:  # its write failed: the sweep retries it
                         adv.stop()
@@ -1100,7 +1107,7 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                         adv.stop()
                     elif adv.last is _DONE:
                         adv.stop()
-                    elif adv.effect is not None and adv.effect.batch_size() > 1:
+                    elif adv.effect is not None and _batch_size(adv.effect, sizes) > 1:
                         together.setdefault(adv.effect, []).append(adv)
                     elif pool is None or not (adv.effect and adv.effect.waits_on_network):
                         resumed(adv, adv.resume)
@@ -1108,7 +1115,7 @@ def _drive(advances: list[_Advance]) -> dict[_Advance, str]:
                         adv.deferred = True
                         in_flight[pool.submit(_resume_in_thread, adv)] = [adv]
                 for kind, advs in together.items():
-                    for group in _groups(advs, kind.batch_size()):
+                    for group in _groups(advs, sizes[kind]):
                         if pool is None:  # here and now, still one call for the group
                             for adv, result in _resume_group(kind, group):
                                 resumed(adv, result)
