@@ -141,7 +141,9 @@ def run_migration():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_rewrites_stored_configs_even_of_a_locked_workflow(track, make_workflow):
+def test_the_migration_rewrites_stored_configs_even_of_a_locked_workflow(
+    track, make_workflow, template
+):
     steps, transitions = chain(
         {"key": "wait", "type": "wait_for_event", "config": {"event": "user.paid"}},
         {"key": "tag", "type": "update_contact", "config": {"set": {"stage": "paid"}}},
@@ -152,6 +154,7 @@ def test_the_migration_rewrites_stored_configs_even_of_a_locked_workflow(track, 
     idle = make_workflow(
         *chain(
             {"key": "hook", "type": "webhook", "config": {"url": URL}},
+            {"key": "mail", "type": "send_email", "config": {"template": template.name}},
             {"key": "done", "type": "exit", "config": {"reason": "x"}},
         ),
         trigger="user.other",
@@ -166,6 +169,7 @@ def test_the_migration_rewrites_stored_configs_even_of_a_locked_workflow(track, 
     plant(locked, "tag", {"set": {"stage": "paid"}, "unset": [], "subscribed": None})
     plant(locked, "done", {})  # before 0010: an Exit without a reason recorded none
     plant(idle, "hook", {"url": URL, "method": "POST", "headers": {}, "body": None})
+    plant(idle, "mail", {"template": template.name, "recipient": {"type": "CONTACT"}})
     plant(idle, "done", {"reason": "x", "code": 3})  # no longer valid: left for validation
     track_ok(track)
     drain()
@@ -180,6 +184,7 @@ def test_the_migration_rewrites_stored_configs_even_of_a_locked_workflow(track, 
         ("Locked", "tag"): {"set": {"stage": "paid"}},
         ("Locked", "done"): {"reason": ""},
         ("Idle", "hook"): {"url": URL},
+        ("Idle", "mail"): {"template": template.name},
         ("Idle", "done"): {"reason": "x", "code": 3},
         ("Untouched", "done"): {"reason": "kept"},
     }
